@@ -1,0 +1,3 @@
+"""Shared pytest configuration for couchpoint's tests."""
+
+from __future__ import annotations
