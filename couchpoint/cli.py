@@ -1,0 +1,100 @@
+"""The ``couchpoint`` command: ``couchpoint serve`` runs the ASGI app under uvicorn.
+
+Every ``serve`` option can also come from its ``COUCHPOINT_*`` environment variable; a
+command-line option wins over the environment, which wins over the defaults in
+:class:`couchpoint.config.Settings`.  Settings without an option of their own (CORS, size
+limits, ...) are read from the environment by :meth:`Settings.from_env`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import uvicorn
+
+from couchpoint import __version__
+from couchpoint.config import Settings
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def build_app(settings: Settings) -> Any:
+    """The ASGI app for ``serve``: the default SQLite storage in ``settings.data_dir``."""
+    from couchpoint.http.app import create_app
+
+    return create_app(settings=settings)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="couchpoint", message="%(prog)s %(version)s")
+def main() -> None:
+    """couchpoint: a server that PouchDB and CouchDB 3.x replicate with."""
+
+
+@main.command()
+@click.option(
+    "--host",
+    envvar="COUCHPOINT_HOST",
+    show_envvar=True,
+    show_default=Settings.host,
+    help="Interface to listen on.",
+)
+@click.option(
+    "--port",
+    envvar="COUCHPOINT_PORT",
+    type=click.IntRange(0, 65535),
+    show_envvar=True,
+    show_default=str(Settings.port),
+    help="TCP port to listen on.",
+)
+@click.option(
+    "--data-dir",
+    envvar="COUCHPOINT_DATA_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    show_envvar=True,
+    show_default=str(Settings.data_dir),
+    help="Folder for the SQLite file (created if missing).",
+)
+@click.option(
+    "--log-level",
+    envvar="COUCHPOINT_LOG_LEVEL",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    show_envvar=True,
+    show_default=Settings.log_level,
+    help="uvicorn's log level.",
+)
+def serve(host: str | None, port: int | None, data_dir: Path | None, log_level: str | None) -> None:
+    """Serve the CouchDB replication API over HTTP."""
+    try:
+        settings = Settings.from_env(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            log_level=log_level.lower() if log_level else None,
+        )
+    except ValueError as exc:
+        raise click.UsageError(f"bad COUCHPOINT_* environment variable: {exc}") from exc
+    try:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.FileError(str(settings.data_dir), hint=str(exc)) from exc
+    app = build_app(settings)
+    click.echo(
+        f"couchpoint {__version__} serving {_url(settings.host, settings.port)}"
+        f" (data file: {settings.sqlite_path.resolve()})",
+        err=True,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        server_header=False,
+        log_level=settings.log_level,
+        lifespan="on",
+    )
