@@ -1,0 +1,631 @@
+"""SQLite backend: every database of a server in one SQLite file, through aiosqlite.
+
+Usage::
+
+    async with SQLiteStorage("data/couchpoint.sqlite") as storage:
+        db = await storage.create_db("mydb")
+        async with db.write() as txn:
+            seqs = await txn.put_docs([...])
+
+or call :meth:`SQLiteStorage.open` / :meth:`SQLiteStorage.close` yourself (e.g. in the
+ASGI lifespan).  Needs SQLite 3.35 or newer (``RETURNING``) with the JSON functions.
+
+Connections and concurrency
+---------------------------
+* **One writer connection** guarded by an ``asyncio.Lock``.  :meth:`SQLiteDbStore.write`
+  (and ``create_db`` / ``delete_db``) take the lock, run ``BEGIN IMMEDIATE``, then
+  ``COMMIT`` when the block exits normally or ``ROLLBACK`` when it raises.
+  ``BEGIN IMMEDIATE`` takes SQLite's write lock, so a writer in another process using the
+  same file is serialized as well (it waits up to ``busy_timeout``), and reads inside the
+  transaction see a state nobody else can change.  All databases share this one writer:
+  transactions are serialized server-wide, and a transaction must not open another one
+  (that raises ``RuntimeError`` instead of deadlocking).
+* **Reader connections** (``readers``, default 2, used round-robin) serve every read
+  outside a transaction.  The file is in WAL mode, so reads never wait for the writer
+  and see the last committed state.  Every read method is a single SQL statement, hence
+  a consistent snapshot.
+* Batches are set-based: ``put_docs`` costs four statements whatever the batch size
+  (``executemany`` for docs and bodies); multi-key reads pass the keys as one JSON array
+  (``IN (SELECT value FROM json_each(?))``).
+
+Schema (``schema.sql``, ``PRAGMA user_version = 1``)
+----------------------------------------------------
+JSON columns hold plain JSON text (written by orjson) so applications can query the
+data with SQLite's JSON functions; they must not write to these tables.
+
+``server(id, uuid, last_created)``
+    One row.  ``uuid``: the server uuid (32 hex).  ``last_created``: the newest
+    ``dbs.created`` handed out (keeps ``instance_start_time`` distinct on re-creation).
+``dbs(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, update_seq, revs_limit, created)``
+    One row per database.  ``update_seq``: highest seq handed out, never lowered.
+    ``created``: creation time in microseconds since the epoch, as text; it is the
+    ``instance_start_time``.  AUTOINCREMENT: a re-created db gets a new ``id``.
+``docs(db_id, doc_id, seq, winner_rev, deleted, leaves, tree)``, key ``(db_id, doc_id)``
+    One row per document.  ``seq``: its latest update seq (unique index
+    ``docs_by_seq(db_id, seq)``).  ``leaves``: JSON ``[[rev, deleted], ...]`` in winning
+    order.  ``tree``: JSON of :func:`couchpoint.revtree.to_json`.  ``winner_rev`` /
+    ``deleted`` (0/1): the winner, ``leaves[0]``.  Index ``docs_by_deleted(db_id,
+    deleted, doc_id)`` serves ``_all_docs`` and the doc counts.
+``revs(db_id, doc_id, rev, deleted, size, body)``, key ``(db_id, doc_id, rev)``
+    Revision bodies: JSON ``body`` (no ``_id``/``_rev``/``_revisions``/``_deleted``),
+    ``size`` = its length in UTF-8 bytes, ``deleted`` 0/1.
+``local_docs(db_id, doc_id, rev, body)``, key ``(db_id, doc_id)``
+    ``_local`` docs: id without the prefix, integer ``rev``, JSON ``body``.
+``winning_docs`` (view): ``db, doc_id, rev, seq, body``
+    Every non-deleted document with its winning body (``NULL`` if dropped), e.g.
+    ``SELECT doc_id, json_extract(body, '$.title') FROM winning_docs WHERE db = 'mydb'``.
+
+Ordering: ``doc_id`` uses SQLite's BINARY collation, which compares UTF-8 bytes, the
+order ``_all_docs`` needs.  Document ids must be valid Unicode (no lone surrogates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from couchpoint import errors, revtree
+from couchpoint.storage.base import (
+    DbInfo,
+    DocInfo,
+    DocSummary,
+    DocWrite,
+    LocalDoc,
+    Revision,
+)
+
+__all__ = ["SQLiteDbStore", "SQLiteStorage", "SQLiteWriteTxn"]
+
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the files this module writes."""
+
+MIN_SQLITE_VERSION = (3, 35, 0)
+"""``UPDATE ... RETURNING`` appeared in SQLite 3.35."""
+
+_SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+
+Rows = Iterable[sqlite3.Row]
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _summary(row: Sequence[Any]) -> DocSummary:
+    doc_id, seq, leaves = row
+    return DocSummary(doc_id, seq, tuple((rev, bool(deleted)) for rev, deleted in orjson.loads(leaves)))
+
+
+class _Reads:
+    """Read queries shared by the committed view (readers) and the write transaction."""
+
+    _db_id: int
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        raise NotImplementedError
+
+    async def get_docs(self, ids: Sequence[str]) -> dict[str, DocInfo]:
+        """``{id: DocInfo}`` for each of ``ids`` that exists; absent ids are left out.
+
+        One query whatever the number of ids."""
+        rows = await self._fetch(
+            "SELECT doc_id, seq, tree FROM docs"
+            " WHERE db_id = ? AND doc_id IN (SELECT value FROM json_each(?))",
+            (self._db_id, _json(list(ids))),
+        )
+        return {
+            doc_id: DocInfo(doc_id, seq, revtree.from_json(orjson.loads(tree))) for doc_id, seq, tree in rows
+        }
+
+    async def get_summaries(self, ids: Sequence[str]) -> dict[str, DocSummary]:
+        """``{id: DocSummary}`` for each of ``ids`` that exists (no tree is decoded)."""
+        rows = await self._fetch(
+            "SELECT doc_id, seq, leaves FROM docs"
+            " WHERE db_id = ? AND doc_id IN (SELECT value FROM json_each(?))",
+            (self._db_id, _json(list(ids))),
+        )
+        return {row[0]: _summary(row) for row in rows}
+
+    async def get_revisions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Revision]:
+        """``{(doc id, rev): Revision}`` for each key whose body is stored; others are
+        left out.  One query whatever the number of keys."""
+        rows = await self._fetch(
+            "SELECT r.doc_id, r.rev, r.deleted, r.body"
+            " FROM json_each(?) AS k CROSS JOIN revs AS r"
+            " WHERE r.db_id = ? AND r.doc_id = json_extract(k.value, '$[0]')"
+            " AND r.rev = json_extract(k.value, '$[1]')",
+            (_json([list(key) for key in keys]), self._db_id),
+        )
+        return {
+            (doc_id, rev): Revision(doc_id, rev, bool(deleted), orjson.loads(body))
+            for doc_id, rev, deleted, body in rows
+        }
+
+    async def get_local(self, doc_id: str) -> LocalDoc | None:
+        """The ``_local`` doc ``doc_id`` (without the ``_local/`` prefix), or ``None``."""
+        rows = list(
+            await self._fetch(
+                "SELECT rev, body FROM local_docs WHERE db_id = ? AND doc_id = ?", (self._db_id, doc_id)
+            )
+        )
+        if not rows:
+            return None
+        rev, body = rows[0]
+        return LocalDoc(doc_id, rev, orjson.loads(body))
+
+
+class SQLiteWriteTxn(_Reads):
+    """The writer's view inside :meth:`SQLiteDbStore.write` (see
+    :class:`couchpoint.storage.base.WriteTxn`).  Reads see the transaction's own writes.
+    Using it after its ``async with`` block ended raises ``RuntimeError``."""
+
+    def __init__(self, conn: aiosqlite.Connection, db_id: int) -> None:
+        self._conn = conn
+        self._db_id = db_id
+        self._open = True
+
+    def _check(self) -> aiosqlite.Connection:
+        if not self._open:
+            raise RuntimeError("write transaction already ended")
+        return self._conn
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        return await self._check().execute_fetchall(sql, params)
+
+    async def put_docs(self, writes: Sequence[DocWrite]) -> list[int]:
+        """Store each write (at most one per id) and give each doc a new seq.
+
+        Returns the new seqs in input order: consecutive, above every seq this database
+        ever handed out (``dbs.update_seq`` grows inside the transaction, so a rolled
+        back batch hands out nothing).  Per write, ``drop_revs`` bodies are removed
+        before ``revisions`` are stored (a rev in both is kept).  Raises ``ValueError``
+        for an empty tree and ``errors.db_not_found()`` if the db was deleted.
+        """
+        if not writes:
+            return []
+        conn = self._check()
+        db_id = self._db_id
+        # Encode everything first: a bad tree or body fails before any SQL runs.
+        docs: list[tuple[Any, ...]] = []
+        rev_rows: list[tuple[Any, ...]] = []
+        drop_rows: list[tuple[Any, ...]] = []
+        for write in writes:
+            leaves = revtree.leaf_summary(write.tree)
+            if not leaves:
+                raise ValueError(f"empty revision tree for document {write.id!r}")
+            winner, deleted = leaves[0]
+            docs.append((write.id, winner, int(deleted), _json(leaves), _json(revtree.to_json(write.tree))))
+            drop_rows.extend((db_id, write.id, rev) for rev in write.drop_revs)
+            for revision in write.revisions:
+                body = orjson.dumps(revision.body)
+                rev_rows.append(
+                    (db_id, write.id, revision.rev, int(revision.deleted), len(body), body.decode())
+                )
+        top = list(
+            await conn.execute_fetchall(
+                "UPDATE dbs SET update_seq = update_seq + ? WHERE id = ? RETURNING update_seq",
+                (len(writes), db_id),
+            )
+        )
+        if not top:
+            raise errors.db_not_found()
+        first = top[0][0] - len(writes) + 1
+        seqs = list(range(first, first + len(writes)))
+        if drop_rows:
+            await conn.executemany("DELETE FROM revs WHERE db_id = ? AND doc_id = ? AND rev = ?", drop_rows)
+        await conn.executemany(
+            "INSERT INTO docs (db_id, doc_id, seq, winner_rev, deleted, leaves, tree)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (db_id, doc_id) DO UPDATE SET seq = excluded.seq,"
+            " winner_rev = excluded.winner_rev, deleted = excluded.deleted,"
+            " leaves = excluded.leaves, tree = excluded.tree",
+            [(db_id, doc[0], seq, *doc[1:]) for doc, seq in zip(docs, seqs, strict=True)],
+        )
+        if rev_rows:
+            await conn.executemany(
+                "INSERT OR REPLACE INTO revs (db_id, doc_id, rev, deleted, size, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rev_rows,
+            )
+        return seqs
+
+    async def put_local(self, doc: LocalDoc) -> None:
+        """Create or replace the ``_local`` doc ``doc.id`` (stored as given: the caller
+        computes the new ``rev``)."""
+        await self._check().execute(
+            "INSERT INTO local_docs (db_id, doc_id, rev, body) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (db_id, doc_id) DO UPDATE SET rev = excluded.rev, body = excluded.body",
+            (self._db_id, doc.id, doc.rev, _json(doc.body)),
+        )
+
+    async def delete_local(self, doc_id: str) -> bool:
+        """Delete a ``_local`` doc; ``False`` if it did not exist."""
+        rows = await self._check().execute_fetchall(
+            "DELETE FROM local_docs WHERE db_id = ? AND doc_id = ? RETURNING 1", (self._db_id, doc_id)
+        )
+        return bool(list(rows))
+
+    async def set_revs_limit(self, limit: int) -> None:
+        """Persist the database's ``revs_limit`` (``GET /{db}/_revs_limit``); the value
+        is stored as given, validation is the caller's."""
+        await self._check().execute("UPDATE dbs SET revs_limit = ? WHERE id = ?", (limit, self._db_id))
+
+
+class SQLiteDbStore(_Reads):
+    """One database in a :class:`SQLiteStorage` (see
+    :class:`couchpoint.storage.base.DbStore`).
+
+    Obtain it from :meth:`SQLiteStorage.create_db` / :meth:`SQLiteStorage.get_db`; it is a
+    cheap handle bound to the db's row id.  After the db is deleted, ``info()`` and
+    ``write()`` raise ``errors.db_not_found()`` and the other reads return nothing (even
+    if a db with the same name was created since).  Every method raises
+    ``RuntimeError`` once the storage is closed.
+    """
+
+    def __init__(self, storage: SQLiteStorage, db_id: int, name: str) -> None:
+        self._storage = storage
+        self._db_id = db_id
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"SQLiteDbStore({self.name!r}, id={self._db_id})"
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        return await self._storage._read(sql, params)
+
+    async def info(self) -> DbInfo:
+        """Counts, ``update_seq``, ``instance_start_time``, ``revs_limit`` and sizes
+        (CouchDB ``GET /{db}``), from one consistent snapshot.
+
+        ``doc_count`` / ``doc_del_count``: docs whose winner is live / a tombstone
+        (``_local`` docs excluded).  Sizes in bytes: ``external`` and ``active`` = total
+        JSON size of the stored revision bodies (as the memory backend); ``file`` = size
+        of the whole SQLite file (``page_count * page_size``), which all databases share.
+        Raises ``errors.db_not_found()`` if the db was deleted.
+        """
+        rows = list(
+            await self._fetch(
+                "SELECT name, update_seq, revs_limit, created,"
+                " (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 0),"
+                " (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 1),"
+                " (SELECT COALESCE(SUM(size), 0) FROM revs WHERE db_id = dbs.id),"
+                " (SELECT page_count FROM pragma_page_count())"
+                " * (SELECT page_size FROM pragma_page_size())"
+                " FROM dbs WHERE id = ?",
+                (self._db_id,),
+            )
+        )
+        if not rows:
+            raise errors.db_not_found()
+        name, update_seq, revs_limit, created, live, deleted, external, file_size = rows[0]
+        return DbInfo(
+            name=name,
+            update_seq=update_seq,
+            doc_count=live,
+            doc_del_count=deleted,
+            instance_start_time=created,
+            revs_limit=revs_limit,
+            sizes={"active": external, "external": external, "file": file_size},
+        )
+
+    async def changes(self, since: int, limit: int, *, descending: bool = False) -> list[DocSummary]:
+        """Docs with ``seq > since`` by seq ascending, at most ``limit`` (``limit >= 0``);
+        with ``descending`` the ``limit`` newest docs, ``since`` ignored.  Each doc
+        appears once, at its latest seq (CouchDB ``_changes``)."""
+        if descending:
+            sql = "SELECT doc_id, seq, leaves FROM docs WHERE db_id = ? ORDER BY seq DESC LIMIT ?"
+            params: tuple[Any, ...] = (self._db_id, limit)
+        else:
+            sql = "SELECT doc_id, seq, leaves FROM docs WHERE db_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            params = (self._db_id, since, limit)
+        return [_summary(row) for row in await self._fetch(sql, params)]
+
+    async def count_changes(self, since: int) -> int:
+        """How many docs have ``seq > since`` (``_changes``' ``pending``)."""
+        rows = await self._fetch(
+            "SELECT COUNT(*) FROM docs WHERE db_id = ? AND seq > ?", (self._db_id, since)
+        )
+        return int(next(iter(rows))[0])
+
+    async def all_docs(
+        self,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        inclusive_end: bool = True,
+        descending: bool = False,
+        skip: int = 0,
+        limit: int | None = None,
+    ) -> list[DocSummary]:
+        """Live docs (winner not deleted) by id in UTF-8 byte order (reversed when
+        ``descending``) from ``start`` to ``end`` (``None`` = unbounded; with
+        ``descending`` ``start`` is the high end), ``end`` excluded unless
+        ``inclusive_end``, after ``skip`` rows, at most ``limit`` (CouchDB ``_all_docs``).
+        ``skip`` and ``limit`` must not be negative."""
+        where = ["db_id = ?", "deleted = 0"]
+        params: list[Any] = [self._db_id]
+        low, high = (end, start) if descending else (start, end)
+        low_inclusive = inclusive_end or not descending
+        high_inclusive = inclusive_end or descending
+        if low is not None:
+            where.append("doc_id >= ?" if low_inclusive else "doc_id > ?")
+            params.append(low)
+        if high is not None:
+            where.append("doc_id <= ?" if high_inclusive else "doc_id < ?")
+            params.append(high)
+        order = "DESC" if descending else "ASC"
+        params += [-1 if limit is None else limit, skip]
+        rows = await self._fetch(
+            f"SELECT doc_id, seq, leaves FROM docs WHERE {' AND '.join(where)}"
+            f" ORDER BY doc_id {order} LIMIT ? OFFSET ?",
+            params,
+        )
+        return [_summary(row) for row in rows]
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[SQLiteWriteTxn]:
+        """The database's write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``).
+
+        Yields a :class:`SQLiteWriteTxn`; commits when the block exits normally, rolls
+        back when it raises.  Waits for the server-wide writer lock, then for SQLite's
+        write lock (other processes, up to ``busy_timeout``; ``sqlite3.OperationalError``
+        "database is locked" after that).  Raises ``errors.db_not_found()`` if the db was
+        deleted and ``RuntimeError`` when called inside another transaction of the same
+        storage.
+        """
+        async with self._storage._transaction() as conn:
+            exists = await conn.execute_fetchall("SELECT 1 FROM dbs WHERE id = ?", (self._db_id,))
+            if not list(exists):
+                raise errors.db_not_found()
+            txn = SQLiteWriteTxn(conn, self._db_id)
+            try:
+                yield txn
+            finally:
+                txn._open = False
+
+
+class SQLiteStorage:
+    """A server's databases in one SQLite file (see
+    :class:`couchpoint.storage.base.Storage`).
+
+    ``path``: the file (created with its parent directories if missing).
+    ``synchronous``: SQLite's ``PRAGMA synchronous`` for the writer: ``"FULL"``
+    (default: a commit is durable when ``write()`` returns, as CouchDB 3's
+    ``_ensure_full_commit`` promises), ``"NORMAL"`` (faster; in WAL mode the last commits
+    may be lost on power failure, never corrupted), ``"EXTRA"`` or ``"OFF"``; anything
+    else raises ``ValueError``.  ``busy_timeout``: seconds to wait for another
+    process's write lock.  ``readers``: reader connections (at least 1).
+
+    Several :class:`SQLiteStorage` objects (in one or many processes) may open the same
+    file; their writes are serialized by SQLite and seqs stay unique.  Call
+    :meth:`open` first (or use ``async with``); methods raise ``RuntimeError`` while
+    closed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+        readers: int = 2,
+    ) -> None:
+        mode = synchronous.upper()
+        if mode not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}, not {synchronous!r}")
+        if readers < 1:
+            raise ValueError("readers must be at least 1")
+        if busy_timeout < 0:
+            raise ValueError("busy_timeout must not be negative")
+        self.path = Path(path)
+        self._synchronous = mode
+        self._busy_ms = int(busy_timeout * 1000)
+        self._reader_count = readers
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader = itertools.count()
+        self._uuid = ""
+        self._state_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        self._write_owner: asyncio.Task[Any] | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._writer is not None else "closed"
+        return f"SQLiteStorage({str(self.path)!r}, {state})"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, switch the file to WAL mode and create the schema if needed.
+
+        Idempotent.  Raises ``RuntimeError`` if SQLite is older than 3.35 or the file
+        holds a newer schema version, ``sqlite3.Error`` if the file is not a database.
+        """
+        async with self._state_lock:
+            if self._writer is not None:
+                return
+            if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+                raise RuntimeError(f"couchpoint needs SQLite >= 3.35, found {sqlite3.sqlite_version}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            opened: list[aiosqlite.Connection] = []
+            try:
+                writer = await self._connect(opened)
+                await self._init_schema(writer)
+                for _ in range(self._reader_count):
+                    reader = await self._connect(opened)
+                    await reader.execute("PRAGMA query_only = ON")
+            except BaseException:
+                for conn in reversed(opened):
+                    await conn.close()
+                raise
+            self._writer = writer
+            self._readers = opened[1:]
+
+    async def _connect(self, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        opened.append(conn)
+        await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        return conn
+
+    async def _init_schema(self, writer: aiosqlite.Connection) -> None:
+        mode = list(await writer.execute_fetchall("PRAGMA journal_mode = WAL"))
+        if mode[0][0].lower() != "wal":
+            raise RuntimeError(f"cannot use WAL mode on {self.path} (journal_mode={mode[0][0]})")
+        await writer.execute(f"PRAGMA synchronous = {self._synchronous}")
+        version = list(await writer.execute_fetchall("PRAGMA user_version"))[0][0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}; this couchpoint knows {SCHEMA_VERSION}"
+            )
+        script = resources.files("couchpoint.storage").joinpath("schema.sql").read_text("utf-8")
+        try:
+            await writer.executescript(script)
+        except BaseException:
+            await _rollback_quietly(writer)
+            raise
+        rows = list(await writer.execute_fetchall("SELECT uuid FROM server WHERE id = 1"))
+        self._uuid = rows[0][0]
+
+    async def close(self) -> None:
+        """Wait for the running write transaction, then close every connection.
+
+        Idempotent; committed data stays durable.  Raises ``RuntimeError`` when called
+        from inside a write transaction of this storage."""
+        async with self._state_lock:
+            if self._writer is None:
+                return
+            self._check_not_nested()
+            async with self._write_lock:
+                writer, readers = self._writer, self._readers
+                self._writer, self._readers = None, []
+                try:
+                    for reader in readers:
+                        await reader.close()
+                finally:
+                    await writer.close()
+
+    async def __aenter__(self) -> SQLiteStorage:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_not_nested(self) -> None:
+        if self._write_owner is not None and self._write_owner is asyncio.current_task():
+            raise RuntimeError("already inside a write transaction of this storage")
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        readers = self._readers
+        if not readers:
+            raise RuntimeError(f"{self!r} is not open")
+        conn = readers[next(self._next_reader) % len(readers)]
+        return await conn.execute_fetchall(sql, params)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """``BEGIN IMMEDIATE`` on the writer under the writer lock; ``COMMIT`` on normal
+        exit, ``ROLLBACK`` on any exception (cancellation included)."""
+        self._check_not_nested()
+        async with self._write_lock:
+            conn = self._writer
+            if conn is None:
+                raise RuntimeError(f"{self!r} is not open")
+            self._write_owner = asyncio.current_task()
+            try:
+                try:
+                    await conn.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    # Cancelled while BEGIN still runs in the connection's thread: the
+                    # ROLLBACK is queued behind it, so the connection ends up clean.
+                    await _rollback_quietly(conn)
+                    raise
+                try:
+                    yield conn
+                except BaseException:
+                    await _rollback_quietly(conn)
+                    raise
+                try:
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    await _rollback_quietly(conn)
+                    raise
+            finally:
+                self._write_owner = None
+
+    # -- Storage protocol -----------------------------------------------------------------
+
+    async def server_uuid(self) -> str:
+        """The server's uuid: 32 lowercase hex chars, generated when the file was
+        created and kept in it (PouchDB and CouchDB build replication ids from it)."""
+        if self._writer is None:
+            raise RuntimeError(f"{self!r} is not open")
+        return self._uuid
+
+    async def all_dbs(self) -> list[str]:
+        """Database names, ascending by code point (``GET /_all_dbs``)."""
+        return [name for (name,) in await self._read("SELECT name FROM dbs ORDER BY name")]
+
+    async def create_db(self, name: str) -> SQLiteDbStore:
+        """Create the (already validated) database ``name``.
+
+        Raises ``errors.db_exists()`` (412 ``file_exists``) if it exists.  Its
+        ``instance_start_time`` is the creation time in microseconds, and always differs
+        from that of any db created before in this file."""
+        async with self._transaction() as conn:
+            if list(await conn.execute_fetchall("SELECT 1 FROM dbs WHERE name = ?", (name,))):
+                raise errors.db_exists()
+            rows = await conn.execute_fetchall(
+                "UPDATE server SET last_created = max(?, last_created + 1) WHERE id = 1"
+                " RETURNING last_created",
+                (time.time_ns() // 1000,),
+            )
+            created = list(rows)[0][0]
+            rows = await conn.execute_fetchall(
+                "INSERT INTO dbs (name, update_seq, revs_limit, created) VALUES (?, 0, 1000, ?) RETURNING id",
+                (name, str(created)),
+            )
+            db_id = list(rows)[0][0]
+        return SQLiteDbStore(self, db_id, name)
+
+    async def delete_db(self, name: str) -> None:
+        """Delete the database ``name`` and all its rows in one transaction.
+
+        Raises ``errors.db_not_found()`` (404) if it does not exist."""
+        async with self._transaction() as conn:
+            rows = list(await conn.execute_fetchall("SELECT id FROM dbs WHERE name = ?", (name,)))
+            if not rows:
+                raise errors.db_not_found()
+            db_id = rows[0][0]
+            for table in ("revs", "docs", "local_docs"):
+                await conn.execute(f"DELETE FROM {table} WHERE db_id = ?", (db_id,))
+            await conn.execute("DELETE FROM dbs WHERE id = ?", (db_id,))
+
+    async def get_db(self, name: str) -> SQLiteDbStore | None:
+        """A handle on the database ``name``, or ``None`` if it does not exist."""
+        rows = list(await self._read("SELECT id FROM dbs WHERE name = ?", (name,)))
+        return SQLiteDbStore(self, rows[0][0], name) if rows else None
+
+
+async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
+    """``ROLLBACK``, ignoring "no transaction is active"."""
+    try:
+        await conn.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        pass
