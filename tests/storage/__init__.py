@@ -1,0 +1,1 @@
+"""Storage tests: the backend contract suite and backend-specific tests."""
