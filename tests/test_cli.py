@@ -5,6 +5,7 @@ uvicorn.run is replaced by a recorder, so no socket is opened.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -178,6 +179,16 @@ def test_data_dir_that_is_a_file_is_an_error(recorder: Recorder, tmp_path: Path)
     result = CliRunner().invoke(cli.main, ["serve", "--data-dir", str(path / "sub")])
     assert result.exit_code != 0
     assert recorder.run_kwargs == {}
+
+
+def test_every_setting_and_option_is_documented() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "running.md").read_text()
+    for f in dataclasses.fields(Settings):
+        if f.name != "extra":
+            assert f"`COUCHPOINT_{f.name.upper()}`" in doc, f"docs/running.md lacks {f.name}"
+    for param in cli.serve.params:
+        for opt in param.opts:
+            assert f"`{opt}`" in doc, f"docs/running.md lacks {opt}"
 
 
 def _module_exists(name: str) -> bool:
