@@ -33,6 +33,10 @@ class Settings:
     256 MiB / 8 MB).  ``changes_timeout_ms``: the cap and default of ``_changes``
     ``timeout`` (CouchDB: 60000).  ``decode_plus_to_space``: treat a raw ``+`` in a path as
     a space (CouchDB's default) instead of keeping it (RFC 3986, our default).
+    ``admins``: server admins as ``{name: password}`` (env ``COUCHPOINT_ADMINS`` as
+    ``name:password,name2:password2``); none = "admin party" (everyone is admin).
+    ``secret``: key for signing ``AuthSession`` cookies (random per start when empty).
+    ``session_timeout_s``: cookie lifetime (CouchDB default 600 s).
     """
 
     host: str = "127.0.0.1"
@@ -45,6 +49,9 @@ class Settings:
     changes_timeout_ms: int = 60_000
     decode_plus_to_space: bool = False
     log_level: str = "info"
+    admins: Mapping[str, str] = field(default_factory=dict)
+    secret: str = ""
+    session_timeout_s: int = 600
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,6 +82,8 @@ class Settings:
                 values[f.name] = int(raw)
             elif isinstance(default, tuple):
                 values[f.name] = _split_list(raw)
+            elif f.name == "admins":
+                values[f.name] = dict(item.split(":", 1) for item in _split_list(raw) if ":" in item)
             elif f.name == "data_dir":
                 values[f.name] = Path(raw)
             else:

@@ -1,0 +1,714 @@
+"""The database service: read → merge → write, one batched transaction per request.
+
+This layer sits between HTTP and storage.  It owns CouchDB's semantics: validating ids
+and bodies, interactive and replicated writes (through :mod:`couchpoint.update` and
+:mod:`couchpoint.revtree`), stemming to ``revs_limit``, reading revisions with their
+``_revisions`` / ``_revs_info`` / ``_conflicts``, ``open_revs``, ``_bulk_get``,
+``_revs_diff``, ``_all_docs``, ``_local`` docs, and waking ``_changes`` listeners after
+each committed write.  It never imports Starlette or a storage driver.
+
+Every request does its database work in one step: a whole ``_bulk_docs`` is one
+transaction with one batched read of the trees it touches and one batched write
+(protocol reference §4.9–§4.10, §7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from couchpoint import errors, revtree
+from couchpoint.config import Settings
+from couchpoint.document import LOCAL_PREFIX, IncomingDoc, render_doc, split_doc, validate_docid
+from couchpoint.revs import RevKey, format_rev, parse_rev
+from couchpoint.revtree import RevTree
+from couchpoint.storage.base import DbStore, DocInfo, DocSummary, DocWrite, LocalDoc, Revision, Storage
+from couchpoint.update import interactive_edit, replicated_path
+
+DB_NAME_RE = re.compile(r"^[a-z][a-z0-9_$()+/-]*$")
+SYSTEM_DBS = frozenset({"_users", "_replicator", "_global_changes"})
+CHANGES_PAGE = 1000
+"""Rows read from storage per step while streaming ``_changes``."""
+
+
+def validate_db_name(name: str) -> str:
+    """Return ``name`` if CouchDB 3 accepts it; else ``400 illegal_database_name``."""
+    if name in SYSTEM_DBS or DB_NAME_RE.match(name):
+        return name
+    raise errors.illegal_database_name(name)
+
+
+class ChangeNotifier:
+    """Wakes ``_changes`` listeners of one database after each committed write.
+
+    One per database and process; a write publishes its highest seq, every waiter whose
+    ``since`` is below it wakes once and reads the new rows itself.
+    """
+
+    def __init__(self, seq: int = 0) -> None:
+        self.seq = seq
+        self._event = asyncio.Event()
+
+    def publish(self, seq: int) -> None:
+        """Record that everything up to ``seq`` is committed and wake all waiters."""
+        if seq > self.seq:
+            self.seq = seq
+            event, self._event = self._event, asyncio.Event()
+            event.set()
+
+    async def wait(self, after: int, timeout: float | None) -> bool:
+        """Wait until a seq greater than ``after`` is published or ``timeout`` seconds pass.
+
+        Returns ``True`` when there is something new, ``False`` on timeout.
+        """
+        if self.seq > after:
+            return True
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return self.seq > after
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """Query options that decorate each returned document (``GET /{db}/{doc}``,
+    ``open_revs``, ``_bulk_get``, ``include_docs``)."""
+
+    revs: bool = False
+    revs_info: bool = False
+    conflicts: bool = False
+    deleted_conflicts: bool = False
+    local_seq: bool = False
+    latest: bool = False
+
+    @classmethod
+    def from_flags(cls, flags: Mapping[str, bool]) -> ReadOptions:
+        meta = flags.get("meta", False)
+        return cls(
+            revs=flags.get("revs", False),
+            revs_info=flags.get("revs_info", False) or meta,
+            conflicts=flags.get("conflicts", False) or meta,
+            deleted_conflicts=flags.get("deleted_conflicts", False) or meta,
+            local_seq=flags.get("local_seq", False),
+            latest=flags.get("latest", False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteItem:
+    """One document to write: resolved id, parent rev (interactive) and parsed body."""
+
+    id: str
+    doc: IncomingDoc
+
+
+def _error_entry(doc_id: str | None, err: errors.CouchError, rev: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": doc_id}
+    if rev is not None:
+        entry["rev"] = rev
+    entry["error"] = err.error
+    entry["reason"] = err.reason
+    return entry
+
+
+class Database:
+    """One database: the operations the HTTP layer calls.  Created by :class:`Server`."""
+
+    def __init__(self, store: DbStore, notifier: ChangeNotifier, settings: Settings, revs_limit: int) -> None:
+        self.name = store.name
+        self.store = store
+        self.notifier = notifier
+        self.settings = settings
+        self.revs_limit = revs_limit
+
+    # -- info ------------------------------------------------------------------------
+    async def info(self) -> dict[str, Any]:
+        """``GET /{db}`` (protocol reference §3.6)."""
+        info = await self.store.info()
+        return {
+            "db_name": self.name,
+            "purge_seq": 0,
+            "update_seq": info.update_seq,
+            "sizes": dict(info.sizes),
+            "props": {},
+            "doc_del_count": info.doc_del_count,
+            "doc_count": info.doc_count,
+            "disk_format_version": 8,
+            "compact_running": False,
+            "cluster": {"q": 1, "n": 1, "w": 1, "r": 1},
+            "instance_start_time": info.instance_start_time,
+        }
+
+    async def instance_start_time(self) -> str:
+        return (await self.store.info()).instance_start_time
+
+    async def set_revs_limit(self, limit: object) -> None:
+        """``PUT /{db}/_revs_limit``: a positive integer, else 400."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise errors.BadRequest("`revs_limit` must be positive integer")
+        async with self.store.write() as txn:
+            await txn.set_revs_limit(limit)
+        self.revs_limit = limit
+
+    # -- writes ----------------------------------------------------------------------
+    def _publish(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            self.notifier.publish(max(seqs))
+
+    async def bulk_docs(self, docs: object, new_edits: bool) -> list[dict[str, Any]]:
+        """``POST /{db}/_bulk_docs`` (§7.2).
+
+        ``docs`` is the request's ``docs`` value.  Whole-request errors (not a list, a doc
+        that is not an object, a bad special field, an illegal id, ``new_edits=false``
+        without revision info) raise; per-doc outcomes are returned in input order:
+        ``{"ok": true, "id", "rev"}`` or ``{"id", "error", "reason"}``.  With
+        ``new_edits=false`` only failed docs are returned (CouchDB 3).
+        """
+        if not isinstance(docs, list):
+            raise errors.BadRequest("`docs` parameter must be an array.")
+        items: list[WriteItem] = []
+        for raw in docs:
+            doc = split_doc(raw)
+            if doc.id is None:
+                if not new_edits:
+                    raise errors.illegal_docid("Document id must not be empty")
+                doc_id = uuid.uuid4().hex
+            else:
+                doc_id = doc.id
+            if not new_edits and not doc_id.startswith(LOCAL_PREFIX):
+                replicated_path(doc.rev, doc.revisions)  # 400 for the whole request
+            items.append(WriteItem(doc_id, doc))
+        results = await self.write(items, new_edits)
+        if new_edits:
+            return results
+        return [r for r in results if "error" in r]
+
+    async def write(self, items: Sequence[WriteItem], new_edits: bool) -> list[dict[str, Any]]:
+        """Write documents in one transaction; return one result per item.
+
+        Results are ``{"ok": True, "id", "rev"}`` or ``{"id", "error", "reason"}``
+        (``"rev"`` too for replicated writes).  ``_local/`` ids go to the local store.
+        """
+        doc_ids = list(dict.fromkeys(i.id for i in items if not i.id.startswith(LOCAL_PREFIX)))
+        results: list[dict[str, Any]] = []
+        async with self.store.write() as txn:
+            stored = await txn.get_docs(doc_ids)
+            trees: dict[str, RevTree] = {i: info.tree for i, info in stored.items()}
+            bodies: dict[str, list[Revision]] = {}
+            changed: dict[str, None] = {}
+            for item in items:
+                if item.id.startswith(LOCAL_PREFIX):
+                    results.append(await self._write_local(txn, item))
+                    continue
+                tree = trees.get(item.id, RevTree.empty())
+                doc = item.doc
+                try:
+                    self._check_size(item.id, doc.body)
+                    if new_edits:
+                        new_tree, key = interactive_edit(tree, doc.rev, deleted=doc.deleted, body=doc.body)
+                    else:
+                        path = replicated_path(doc.rev, doc.revisions)
+                        key = path[-1]
+                        new_tree, tag = revtree.merge(tree, path, deleted=doc.deleted)
+                        if tag == "internal_node":
+                            results.append({"ok": True, "id": item.id, "rev": format_rev(key)})
+                            continue
+                except errors.CouchError as err:
+                    rev = None if new_edits else format_rev(replicated_path(doc.rev, doc.revisions)[-1])
+                    results.append(_error_entry(item.id, err, rev))
+                    continue
+                rev = format_rev(key)
+                trees[item.id] = new_tree
+                bodies.setdefault(item.id, []).append(Revision(item.id, rev, doc.deleted, doc.body))
+                changed[item.id] = None
+                results.append({"ok": True, "id": item.id, "rev": rev})
+            writes = [self._doc_write(doc_id, trees[doc_id], bodies[doc_id]) for doc_id in changed]
+            seqs = await txn.put_docs(writes)
+        self._publish(seqs)
+        return results
+
+    def _doc_write(self, doc_id: str, tree: RevTree, revisions: list[Revision]) -> DocWrite:
+        stemmed = revtree.stem(tree, self.revs_limit)
+        dropped = [format_rev(k) for k in tree if k not in stemmed]
+        kept = [r for r in revisions if parse_rev(r.rev) in stemmed]
+        return DocWrite(doc_id, stemmed, kept, dropped)
+
+    def _check_size(self, doc_id: str, body: dict[str, Any]) -> None:
+        limit = self.settings.max_document_size
+        if limit and len(body) and _json_size(body) > limit:
+            raise errors.document_too_large(doc_id)
+
+    async def _write_local(self, txn: Any, item: WriteItem) -> dict[str, Any]:
+        name = item.id[len(LOCAL_PREFIX) :]
+        if not name:
+            return _error_entry(item.id, errors.BadRequest("Invalid _local document id."))
+        doc = item.doc
+        if doc.deleted:
+            await txn.delete_local(name)
+            return {"ok": True, "id": item.id, "rev": "0-0"}
+        base = doc.rev[1] if doc.rev else None
+        new = await self._put_local_txn(txn, name, int(base) if base and base.isdigit() else None, doc.body)
+        return {"ok": True, "id": item.id, "rev": f"0-{new}"}
+
+    async def put_doc(
+        self, doc_id: str, body: object, *, rev: str | None, new_edits: bool
+    ) -> tuple[str, bool]:
+        """``PUT /{db}/{docid}``: write one doc; the URL id wins over ``_id``.
+
+        ``rev`` is the rev from ``?rev=`` or ``If-Match`` (already checked against the
+        body's ``_rev``).  Returns ``(new rev, deleted)``.  Raises the doc's error
+        (409 conflict, 400 ...).
+        """
+        doc = split_doc(body)
+        doc_rev = doc.rev
+        if rev is not None:
+            query_rev = parse_rev(rev)
+            if doc_rev is not None and doc_rev != query_rev:
+                raise errors.BadRequest(
+                    "Document rev from request body and query string have different values"
+                )
+            doc_rev = query_rev
+        incoming = IncomingDoc(doc_id, doc_rev, doc.revisions, doc.deleted, doc.body)
+        if not new_edits:
+            replicated_path(incoming.rev, incoming.revisions)
+        [result] = await self.write([WriteItem(doc_id, incoming)], new_edits)
+        if "error" in result:
+            raise _entry_error(result)
+        return result["rev"], incoming.deleted
+
+    async def delete_doc(self, doc_id: str, rev: str | None) -> str:
+        """``DELETE /{db}/{docid}?rev=``: add an empty tombstone; returns its rev.
+
+        404 when the doc never existed; 409 for a stale, missing or non-leaf rev.
+        """
+        info = (await self.store.get_docs([doc_id])).get(doc_id)
+        if info is None:
+            raise errors.missing()
+        parent = parse_rev(rev) if rev is not None else None
+        incoming = IncomingDoc(doc_id, parent, None, True, {})
+        [result] = await self.write([WriteItem(doc_id, incoming)], True)
+        if "error" in result:
+            raise _entry_error(result)
+        rev_out: str = result["rev"]
+        return rev_out
+
+    # -- reads -----------------------------------------------------------------------
+    async def _doc_info(self, doc_id: str) -> DocInfo | None:
+        return (await self.store.get_docs([doc_id])).get(doc_id)
+
+    async def get_doc(self, doc_id: str, *, rev: str | None, options: ReadOptions) -> dict[str, Any]:
+        """``GET /{db}/{docid}`` (§7.4).  404 ``missing`` / ``deleted``."""
+        info = await self._doc_info(doc_id)
+        if info is None:
+            raise errors.missing()
+        tree = info.tree
+        if rev is None or options.latest:
+            key = revtree.winner(tree)
+            assert key is not None
+            if rev is None and tree[key].deleted:
+                raise errors.deleted()
+        else:
+            key = parse_rev(rev)
+            if key not in tree or tree[key].missing:
+                raise errors.missing()
+        [doc] = await self._render(info, [key], options)
+        if doc is None:
+            raise errors.missing()
+        return doc
+
+    async def _render(
+        self, info: DocInfo, keys: Sequence[RevKey], options: ReadOptions
+    ) -> list[dict[str, Any] | None]:
+        revisions = await self.store.get_revisions([(info.id, format_rev(k)) for k in keys])
+        return [
+            self._render_one(info, key, revisions.get((info.id, format_rev(key))), options) for key in keys
+        ]
+
+    def _render_one(
+        self, info: DocInfo, key: RevKey, revision: Revision | None, options: ReadOptions
+    ) -> dict[str, Any] | None:
+        if revision is None:
+            return None
+        tree = info.tree
+        doc = render_doc(info.id, revision.rev, revision.deleted, revision.body)
+        if options.revs:
+            doc["_revisions"] = revtree.revisions(tree, key, self.revs_limit)
+        if options.revs_info:
+            doc["_revs_info"] = revtree.revs_info(tree, key)
+        if options.conflicts:
+            found = revtree.conflicts(tree)
+            if found:
+                doc["_conflicts"] = [format_rev(k) for k in found]
+        if options.deleted_conflicts:
+            found = revtree.deleted_conflicts(tree)
+            if found:
+                doc["_deleted_conflicts"] = [format_rev(k) for k in found]
+        if options.local_seq:
+            doc["_local_seq"] = info.seq
+        return doc
+
+    def _resolve_revs(
+        self, tree: RevTree, requested: Sequence[str] | None, latest: bool
+    ) -> list[RevKey | str]:
+        """Revisions to return for ``open_revs``/``_bulk_get``: keys, or the requested
+        rev string when it is missing.  ``None`` = every leaf."""
+        if requested is None:
+            return list(tree.leaves())
+        out: list[RevKey | str] = []
+        seen: set[RevKey] = set()
+        for rev in requested:
+            key = parse_rev(rev)
+            found = revtree.latest(tree, key) if latest else ([key] if key in tree else [])
+            found = [k for k in found if not tree[k].missing]
+            if not found:
+                out.append(rev)
+            for k in found:
+                if k not in seen:
+                    seen.add(k)
+                    out.append(k)
+        return out
+
+    async def open_revs(
+        self, doc_id: str, revs: Sequence[str] | None, options: ReadOptions
+    ) -> list[dict[str, Any]]:
+        """``GET /{db}/{docid}?open_revs=…`` (§5.8, §7.4).
+
+        ``revs=None`` means ``all`` (every leaf; 404 if the doc does not exist).  Returns
+        ``[{"ok": doc} | {"missing": rev}]`` in request order.
+        """
+        for rev in revs or ():
+            parse_rev(rev)
+        info = await self._doc_info(doc_id)
+        if info is None:
+            if revs is None:
+                raise errors.missing()
+            return [{"missing": rev} for rev in revs]
+        wanted = self._resolve_revs(info.tree, revs, options.latest)
+        keys = [k for k in wanted if isinstance(k, tuple)]
+        rendered = dict(zip(keys, await self._render(info, keys, options), strict=True))
+        out: list[dict[str, Any]] = []
+        for entry in wanted:
+            if isinstance(entry, str):
+                out.append({"missing": entry})
+            else:
+                doc = rendered[entry]
+                out.append({"ok": doc} if doc is not None else {"missing": format_rev(entry)})
+        return out
+
+    async def bulk_get(self, docs: object, options: ReadOptions) -> list[dict[str, Any]]:
+        """``POST /{db}/_bulk_get`` (§7.3): one result per entry, in request order.
+
+        Per-entry problems become ``{"error": {"id", "rev", "error", "reason"}}``.
+        """
+        if not isinstance(docs, list):
+            raise errors.BadRequest("Missing JSON list of 'docs'.")
+        ids = [d["id"] for d in docs if isinstance(d, dict) and isinstance(d.get("id"), str)]
+        infos = await self.store.get_docs(list(dict.fromkeys(ids)))
+        plans: list[tuple[Any, Any, list[RevKey | str] | errors.CouchError, str | None]] = []
+        wanted_keys: list[tuple[str, str]] = []
+        for entry in docs:
+            if not isinstance(entry, dict):
+                plans.append((None, None, errors.BadRequest("document must be a JSON object"), None))
+                continue
+            doc_id = entry.get("id")
+            rev = entry.get("rev")
+            if not isinstance(doc_id, str) or not doc_id:
+                plans.append((None, None, errors.BadRequest("document id missed"), None))
+                continue
+            info = infos.get(doc_id)
+            try:
+                if rev is not None and not isinstance(rev, str):
+                    raise errors.invalid_rev()
+                if info is None:
+                    if rev is not None:
+                        parse_rev(rev)
+                    raise errors.missing()
+                wanted = self._resolve_revs(info.tree, None if rev is None else [rev], options.latest)
+            except errors.CouchError as err:
+                plans.append((doc_id, rev, err, None))
+                continue
+            plans.append((doc_id, rev, wanted, None))
+            wanted_keys.extend((doc_id, format_rev(k)) for k in wanted if isinstance(k, tuple))
+        revisions = await self.store.get_revisions(wanted_keys)
+        results: list[dict[str, Any]] = []
+        for doc_id, rev, plan, _ in plans:
+            shown_rev = rev if rev is not None else ("undefined" if doc_id is not None else None)
+            if isinstance(plan, errors.CouchError):
+                results.append({"id": doc_id, "docs": [{"error": _bulk_get_error(doc_id, shown_rev, plan)}]})
+                continue
+            info = infos[doc_id]
+            entries: list[dict[str, Any]] = []
+            for item in plan:
+                if isinstance(item, str):
+                    entries.append({"error": _bulk_get_error(doc_id, item, errors.missing())})
+                    continue
+                doc = self._render_one(info, item, revisions.get((doc_id, format_rev(item))), options)
+                if doc is None:
+                    entries.append({"error": _bulk_get_error(doc_id, format_rev(item), errors.missing())})
+                else:
+                    entries.append({"ok": doc})
+            if not entries:
+                entries.append({"error": _bulk_get_error(doc_id, shown_rev, errors.missing())})
+            results.append({"id": doc_id, "docs": entries})
+        return results
+
+    async def revs_diff(self, body: object) -> dict[str, Any]:
+        """``POST /{db}/_revs_diff`` (§7.1): only ids with missing revs appear."""
+        if not isinstance(body, dict):
+            raise errors.BadRequest("Request body must be a JSON object")
+        wanted: dict[str, list[RevKey]] = {}
+        for doc_id, revs in body.items():
+            if not isinstance(revs, list):
+                raise errors.BadRequest("Invalid revs list")
+            wanted[doc_id] = [parse_rev(r) for r in revs]
+        infos = await self.store.get_docs(list(wanted))
+        out: dict[str, Any] = {}
+        for doc_id, keys in wanted.items():
+            info = infos.get(doc_id)
+            tree = info.tree if info else RevTree.empty()
+            missing, ancestors = revtree.find_missing(tree, keys)
+            if missing:
+                entry: dict[str, Any] = {"missing": [format_rev(k) for k in missing]}
+                if ancestors:
+                    entry["possible_ancestors"] = [format_rev(k) for k in ancestors]
+                out[doc_id] = entry
+        return out
+
+    async def winner_docs(self, rows: Sequence[DocSummary]) -> dict[str, dict[str, Any]]:
+        """Winning-revision bodies for ``include_docs``, in one storage read."""
+        revisions = await self.store.get_revisions([(r.id, r.rev) for r in rows])
+        out: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            revision = revisions.get((row.id, row.rev))
+            if revision is not None:
+                out[row.id] = render_doc(row.id, row.rev, revision.deleted, revision.body)
+        return out
+
+    async def changes_pages(
+        self, since: int, *, descending: bool = False, page_size: int = CHANGES_PAGE
+    ) -> AsyncIterator[list[DocSummary]]:
+        """Committed changes after ``since`` in bounded pages (ascending seq), or every doc
+        newest first when ``descending``.  No read transaction is held between pages."""
+        if descending:
+            rows = await self.store.changes(0, 2**62, descending=True)
+            for start in range(0, len(rows), page_size):
+                yield rows[start : start + page_size]
+            return
+        while True:
+            rows = await self.store.changes(since, page_size)
+            if not rows:
+                return
+            yield rows
+            since = rows[-1].seq
+            if len(rows) < page_size:
+                return
+
+    async def doc_ids_changes(self, since: int, doc_ids: Iterable[str]) -> list[DocSummary]:
+        """Changes after ``since`` restricted to ``doc_ids`` (``filter=_doc_ids``), by seq."""
+        found = await self.store.get_summaries(list(dict.fromkeys(doc_ids)))
+        return sorted((s for s in found.values() if s.seq > since), key=lambda s: s.seq)
+
+    # -- _all_docs -------------------------------------------------------------------
+    async def all_docs(
+        self,
+        *,
+        keys: Sequence[object] | None,
+        start: str | None,
+        end: str | None,
+        inclusive_end: bool,
+        descending: bool,
+        skip: int,
+        limit: int | None,
+        include_docs: bool,
+        conflicts: bool,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """``_all_docs`` rows (§7.8) and ``total_rows``."""
+        total = (await self.store.info()).doc_count
+        rows: list[dict[str, Any]] = []
+        if keys is not None:
+            str_keys = [k for k in keys if isinstance(k, str)]
+            found = await self.store.get_summaries(str_keys)
+            live = [found[k] for k in str_keys if k in found]
+            docs = await self._include(live, conflicts) if include_docs else {}
+            for key in keys[skip:] if skip else keys:
+                summary = found.get(key) if isinstance(key, str) else None
+                if summary is None:
+                    rows.append({"key": key, "error": "not_found"})
+                    continue
+                value: dict[str, Any] = {"rev": summary.rev}
+                row: dict[str, Any] = {"id": summary.id, "key": summary.id, "value": value}
+                if summary.deleted:
+                    value["deleted"] = True
+                    if include_docs:
+                        row["doc"] = None
+                elif include_docs:
+                    row["doc"] = docs.get(summary.id)
+                rows.append(row)
+            if limit is not None:
+                rows = rows[:limit]
+            return total, rows
+        summaries = await self.store.all_docs(
+            start=start, end=end, inclusive_end=inclusive_end, descending=descending, skip=skip, limit=limit
+        )
+        docs = await self._include(summaries, conflicts) if include_docs else {}
+        for s in summaries:
+            row = {"id": s.id, "key": s.id, "value": {"rev": s.rev}}
+            if include_docs:
+                row["doc"] = docs.get(s.id)
+            rows.append(row)
+        return total, rows
+
+    async def _include(self, rows: Sequence[DocSummary], conflicts: bool) -> dict[str, dict[str, Any]]:
+        docs = await self.winner_docs([r for r in rows if not r.deleted])
+        if conflicts:
+            for r in rows:
+                losers = [rev for rev, deleted in r.leaves[1:] if not deleted]
+                if losers and r.id in docs:
+                    docs[r.id]["_conflicts"] = losers
+        return docs
+
+    # -- _local ----------------------------------------------------------------------
+    async def get_local(self, name: str) -> dict[str, Any]:
+        """``GET /{db}/_local/{name}`` → ``{"_id", "_rev": "0-N", ...body}`` or 404."""
+        doc = await self.store.get_local(name)
+        if doc is None:
+            raise errors.missing()
+        out: dict[str, Any] = {"_id": LOCAL_PREFIX + name, "_rev": f"0-{doc.rev}"}
+        out.update(doc.body)
+        return out
+
+    async def put_local(self, name: str, body: object, rev: str | None) -> str:
+        """``PUT /{db}/_local/{name}`` with CouchDB 3's rule: no conflict check; the new
+        rev is the sent ``0-N`` (or 0) plus one.  Returns ``"0-<N+1>"``.  A body with
+        ``_deleted: true`` deletes.  400 for a malformed rev."""
+        if not isinstance(body, dict):
+            raise errors.BadRequest("Document must be a JSON object")
+        sent = body.get("_rev", rev)
+        if rev is not None and "_rev" in body and body["_rev"] != rev:
+            raise errors.BadRequest("Document rev from request body and query string have different values")
+        base = _local_rev(sent)
+        clean = {k: v for k, v in body.items() if k not in ("_id", "_rev", "_revisions", "_deleted")}
+        async with self.store.write() as txn:
+            if body.get("_deleted") is True:
+                if not await txn.delete_local(name):
+                    raise errors.missing()
+                return "0-0"
+            new = await self._put_local_txn(txn, name, base, clean)
+        return f"0-{new}"
+
+    async def _put_local_txn(self, txn: Any, name: str, base: int | None, body: dict[str, Any]) -> int:
+        if base is None:
+            base = 0
+        clean = {k: v for k, v in body.items() if k not in ("_id", "_rev", "_revisions", "_deleted")}
+        await txn.put_local(LocalDoc(name, base + 1, clean))
+        return base + 1
+
+    async def delete_local(self, name: str) -> None:
+        """``DELETE /{db}/_local/{name}``: 404 if absent."""
+        async with self.store.write() as txn:
+            if not await txn.delete_local(name):
+                raise errors.missing()
+
+
+def _local_rev(rev: object) -> int | None:
+    if rev is None:
+        return None
+    if isinstance(rev, str):
+        pos, sep, num = rev.partition("-")
+        if sep and pos == "0" and num.isdigit():
+            return int(num)
+    raise errors.invalid_rev()
+
+
+def _json_size(body: dict[str, Any]) -> int:
+    import orjson
+
+    return len(orjson.dumps(body))
+
+
+def _bulk_get_error(doc_id: str | None, rev: str | None, err: errors.CouchError) -> dict[str, Any]:
+    return {"id": doc_id, "rev": rev, "error": err.error, "reason": err.reason}
+
+
+def _entry_error(entry: Mapping[str, Any]) -> errors.CouchError:
+    token = entry["error"]
+    reason = entry.get("reason", "")
+    if token == "conflict":
+        return errors.Conflict(reason)
+    status = {"forbidden": 403, "unauthorized": 401, "not_found": 404, "missing_stub": 412}.get(token, 400)
+    if token == "document_too_large":
+        status = 413
+    return errors.CouchError(reason, status=status, error=token)
+
+
+class Server:
+    """The databases of one couchpoint server, over one :class:`Storage`.
+
+    Opens storage lazily on first use (``httpx.ASGITransport`` sends no lifespan events)
+    and caches one :class:`Database` (with its :class:`ChangeNotifier`) per name.
+    """
+
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self.storage = storage
+        self.settings = settings
+        self._dbs: dict[str, Database] = {}
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self.uuid = ""
+
+    async def start(self) -> None:
+        """Open storage and read the server uuid (idempotent)."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if not self._started:
+                await self.storage.open()
+                self.uuid = await self.storage.server_uuid()
+                self._started = True
+
+    async def close(self) -> None:
+        """Close storage (idempotent)."""
+        if self._started:
+            self._started = False
+            self._dbs.clear()
+            await self.storage.close()
+
+    async def all_dbs(self) -> list[str]:
+        await self.start()
+        return await self.storage.all_dbs()
+
+    async def get_db(self, name: str) -> Database:
+        """The database ``name``; 404 ``Database does not exist.`` otherwise."""
+        await self.start()
+        store = await self.storage.get_db(name)
+        if store is None:
+            self._dbs.pop(name, None)
+            raise errors.db_not_found()
+        db = self._dbs.get(name)
+        if db is None or db.store is not store:
+            info = await store.info()
+            db = Database(store, ChangeNotifier(info.update_seq), self.settings, info.revs_limit)
+            self._dbs[name] = db
+        return db
+
+    async def create_db(self, name: str) -> None:
+        """``PUT /{db}``: 400 bad name, 412 exists."""
+        await self.start()
+        validate_db_name(name)
+        await self.storage.create_db(name)
+
+    async def delete_db(self, name: str) -> None:
+        """``DELETE /{db}``: 404 if missing.  Wakes the db's listeners so they end."""
+        await self.start()
+        await self.storage.delete_db(name)
+        db = self._dbs.pop(name, None)
+        if db is not None:
+            db.notifier.publish(2**62)
+
+
+__all__ = ["ChangeNotifier", "Database", "ReadOptions", "Server", "validate_db_name", "validate_docid"]

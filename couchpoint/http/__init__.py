@@ -1,0 +1,1 @@
+"""HTTP layer: the only part of couchpoint that imports Starlette."""

@@ -1,0 +1,370 @@
+"""Database-level endpoints (protocol reference §3.5–§3.12, §6, §7.1–§7.3, §7.8)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from typing import Any
+
+import anyio
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from couchpoint import changes as changes_feed
+from couchpoint import errors
+from couchpoint.database import ReadOptions
+from couchpoint.document import DESIGN_PREFIX
+from couchpoint.http.common import Ctx, json_response, ok
+
+READ_FLAGS = ("revs", "revs_info", "conflicts", "deleted_conflicts", "local_seq", "meta", "latest")
+
+
+def _method(ctx: Ctx, *allowed: str) -> None:
+    if ctx.method not in allowed:
+        raise errors.method_not_allowed(",".join(allowed))
+
+
+async def database(ctx: Ctx, db: str) -> Response:
+    """``GET|HEAD|PUT|DELETE|POST /{db}``."""
+    if ctx.method in ("GET", "HEAD"):
+        database = await ctx.server.get_db(db)
+        return json_response(await database.info())
+    if ctx.method == "PUT":
+        await ctx.server.create_db(db)
+        response = ok(201)
+        response.headers["Location"] = f"{ctx.base_url()}/{_quote(db)}"
+        return response
+    if ctx.method == "DELETE":
+        if "rev" in ctx.query:
+            raise errors.BadRequest(
+                "You tried to DELETE a database with a ?rev= parameter. "
+                "Did you mean to DELETE a document instead?"
+            )
+        await ctx.server.delete_db(db)
+        return ok(200)
+    if ctx.method == "POST":
+        from couchpoint.http.doc_api import post_doc
+
+        return await post_doc(ctx, db)
+    raise errors.method_not_allowed("DELETE,GET,HEAD,POST,PUT")
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+async def bulk_docs(ctx: Ctx, db: str) -> Response:
+    """``POST /{db}/_bulk_docs``: always 201 with per-doc results (§7.2)."""
+    _method(ctx, "POST")
+    ctx.require_json_content_type()
+    database = await ctx.server.get_db(db)
+    body = await ctx.json_object()
+    if "docs" not in body:
+        raise errors.BadRequest("POST body must include `docs` parameter.")
+    new_edits = body.get("new_edits", True)
+    if not isinstance(new_edits, bool):
+        raise errors.BadRequest("`new_edits` parameter must be a boolean.")
+    if body.get("all_or_nothing") is True:
+        raise errors.BadRequest("`all_or_nothing` is not supported.")
+    results = await database.bulk_docs(body["docs"], new_edits)
+    return json_response(results, 201)
+
+
+def _read_options(ctx: Ctx, body: dict[str, Any] | None = None) -> ReadOptions:
+    flags = {name: ctx.flag(name) for name in READ_FLAGS}
+    if body:
+        for name in READ_FLAGS:
+            if body.get(name) is True:
+                flags[name] = True
+    return ReadOptions.from_flags(flags)
+
+
+async def bulk_get(ctx: Ctx, db: str) -> Response:
+    """``POST /{db}/_bulk_get``: exactly ``{"results": [...]}`` in request order (§7.3)."""
+    _method(ctx, "POST")
+    for param in ("open_revs", "rev", "atts_since", "new_edits", "w"):
+        if param in ctx.query:
+            raise errors.BadRequest(f'"{param}" query parameter is not acceptable')
+    ctx.require_json_content_type()
+    database = await ctx.server.get_db(db)
+    body = await ctx.json_object()
+    if "docs" not in body or not isinstance(body["docs"], list):
+        raise errors.BadRequest("Missing JSON list of 'docs'.")
+    results = await database.bulk_get(body["docs"], _read_options(ctx, body))
+    return json_response({"results": results})
+
+
+async def revs_diff(ctx: Ctx, db: str) -> Response:
+    """``POST /{db}/_revs_diff`` (§7.1)."""
+    _method(ctx, "POST")
+    ctx.require_json_content_type()
+    database = await ctx.server.get_db(db)
+    return json_response(await database.revs_diff(await ctx.json_object()))
+
+
+async def missing_revs(ctx: Ctx, db: str) -> Response:
+    """``POST /{db}/_missing_revs``: ``{"missing_revs": {id: [revs]}}``."""
+    _method(ctx, "POST")
+    ctx.require_json_content_type()
+    database = await ctx.server.get_db(db)
+    diff = await database.revs_diff(await ctx.json_object())
+    return json_response({"missing_revs": {k: v["missing"] for k, v in diff.items()}})
+
+
+async def ensure_full_commit(ctx: Ctx, db: str) -> Response:
+    """``POST /{db}/_ensure_full_commit``: 201 with the db's ``instance_start_time``.
+
+    Every write is durable when its response is sent, so this only reports."""
+    _method(ctx, "POST")
+    ctx.require_json_content_type()
+    database = await ctx.server.get_db(db)
+    await ctx.body()
+    return json_response({"ok": True, "instance_start_time": await database.instance_start_time()}, 201)
+
+
+async def revs_limit(ctx: Ctx, db: str) -> Response:
+    """``GET|PUT /{db}/_revs_limit``: a bare JSON integer."""
+    database = await ctx.server.get_db(db)
+    if ctx.method in ("GET", "HEAD"):
+        return json_response(database.revs_limit)
+    _method(ctx, "GET", "HEAD", "PUT")
+    await database.set_revs_limit(await ctx.json())
+    return ok()
+
+
+async def compact(ctx: Ctx, db: str) -> Response:
+    """``POST /{db}/_compact``: accepted (202).  Rule: couchpoint keeps revision bodies
+    until stemming drops them, so there is nothing to compact (see docs/rules.md)."""
+    _method(ctx, "POST")
+    ctx.require_json_content_type()
+    await ctx.server.get_db(db)
+    return ok(202)
+
+
+async def security(ctx: Ctx, db: str) -> Response:
+    """``GET|PUT /{db}/_security``: the security object (stored as ``_local`` doc
+    ``_security``-free state; enforced by the security issue)."""
+    database = await ctx.server.get_db(db)
+    if ctx.method in ("GET", "HEAD"):
+        doc = await database.store.get_local("\x00security")
+        return json_response(doc.body if doc else {})
+    _method(ctx, "GET", "HEAD", "PUT")
+    body = await ctx.json_object()
+    from couchpoint.storage.base import LocalDoc
+
+    async with database.store.write() as txn:
+        await txn.put_local(LocalDoc("\x00security", 1, body))
+    return ok()
+
+
+def _parse_key(ctx: Ctx, *names: str) -> str | None:
+    for name in names:
+        if name in ctx.query:
+            value = ctx.json_param(name)
+            if not isinstance(value, str):
+                raise errors.CouchError(
+                    f"Invalid `{name}` value: document ids are strings", status=400, error="query_parse_error"
+                )
+            return value
+    return None
+
+
+async def all_docs(ctx: Ctx, db: str, *, design_only: bool = False) -> Response:
+    """``GET|POST /{db}/_all_docs`` (§7.8)."""
+    _method(ctx, "GET", "HEAD", "POST")
+    database = await ctx.server.get_db(db)
+    keys: list[Any] | None = None
+    if ctx.method == "POST":
+        ctx.require_json_content_type()
+        body = await ctx.json_object()
+        if "keys" in body:
+            if not isinstance(body["keys"], list):
+                raise errors.BadRequest("`keys` body member must be an array.")
+            keys = body["keys"]
+    if "keys" in ctx.query:
+        value = ctx.json_param("keys")
+        if not isinstance(value, list):
+            raise errors.CouchError("`keys` must be an array", status=400, error="query_parse_error")
+        keys = value
+    if "key" in ctx.query:
+        keys = [ctx.json_param("key")]
+    start = _parse_key(ctx, "startkey", "start_key")
+    end = _parse_key(ctx, "endkey", "end_key")
+    descending = ctx.flag("descending")
+    if design_only:
+        start = start or (DESIGN_PREFIX if not descending else DESIGN_PREFIX + "\uffff")
+        end = end or (DESIGN_PREFIX + "\uffff" if not descending else DESIGN_PREFIX)
+    total, rows = await database.all_docs(
+        keys=keys,
+        start=start,
+        end=end,
+        inclusive_end=ctx.flag("inclusive_end", True),
+        descending=descending,
+        skip=ctx.int_param("skip", 0) or 0,
+        limit=ctx.int_param("limit", None),
+        include_docs=ctx.flag("include_docs"),
+        conflicts=ctx.flag("conflicts"),
+    )
+    result: dict[str, Any] = {
+        "total_rows": total,
+        "offset": None if keys is not None else ctx.int_param("skip", 0),
+    }
+    if ctx.flag("update_seq"):
+        result["update_seq"] = (await database.store.info()).update_seq
+    result["rows"] = rows
+    return json_response(result)
+
+
+async def design_docs(ctx: Ctx, db: str) -> Response:
+    """``GET /{db}/_design_docs``: ``_all_docs`` restricted to design documents."""
+    return await all_docs(ctx, db, design_only=True)
+
+
+async def local_docs(ctx: Ctx, db: str) -> Response:
+    """``GET /{db}/_local_docs``: not offered; CouchDB 2.2+ optional endpoint."""
+    raise errors.not_implemented()
+
+
+# -- _changes ------------------------------------------------------------------------------
+
+
+def _positive_ms(ctx: Ctx, name: str, reason_bad: str, reason_negative: str) -> int | None:
+    raw = ctx.query.get(name)
+    if raw is None:
+        return None
+    if name == "heartbeat" and raw == "true":
+        return 60_000
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.BadRequest(reason_bad) from None
+    if value < 0 or (name == "heartbeat" and value == 0):
+        raise errors.BadRequest(reason_negative)
+    return value
+
+
+async def _changes_query(ctx: Ctx) -> changes_feed.ChangesQuery:
+    feed = ctx.query.get("feed", "normal")
+    if feed not in changes_feed.FEEDS:
+        raise errors.BadRequest("Supported `feed` types: normal, continuous, live, longpoll, eventsource")
+    since_raw = ctx.query.get("since")
+    if since_raw is None:
+        since_raw = ctx.query.get("last-event-id")
+    if feed == "eventsource" and ctx.request.headers.get("last-event-id"):
+        since_raw = ctx.request.headers["last-event-id"]
+    since = changes_feed.parse_since(since_raw)
+    limit_raw = ctx.query.get("limit")
+    limit: int | None = None
+    if limit_raw is not None:
+        try:
+            limit = int(limit_raw)
+        except ValueError:
+            raise errors.BadRequest("The limit value should be a non-negative integer") from None
+        if limit < 0:
+            raise errors.BadRequest("The limit value should be a non-negative integer")
+    heartbeat = _positive_ms(
+        ctx,
+        "heartbeat",
+        "Invalid heartbeat value. Expecting a positive integer value (in milliseconds).",
+        "The heartbeat value should be a positive integer (in milliseconds).",
+    )
+    timeout = _positive_ms(
+        ctx,
+        "timeout",
+        "The timeout value should be a non-negative integer",
+        "The timeout value should be a non-negative integer",
+    )
+    cap = ctx.settings.changes_timeout_ms
+    style = ctx.query.get("style", "main_only")
+    if style not in ("main_only", "all_docs"):
+        raise errors.BadRequest("Supported `style` values: main_only, all_docs")
+    doc_ids: tuple[str, ...] | None = None
+    selector = None
+    design_only = False
+    filter_name = ctx.query.get("filter")
+    body: dict[str, Any] = {}
+    if ctx.method == "POST":
+        ctx.require_json_content_type()
+        parsed = await ctx.json(required=False)
+        if parsed is not None:
+            if not isinstance(parsed, dict):
+                raise errors.BadRequest("Request body must be a JSON object")
+            body = parsed
+    if filter_name == "_doc_ids":
+        raw_ids = body.get("doc_ids") if "doc_ids" in body else ctx.json_param("doc_ids")
+        if not isinstance(raw_ids, list) or not all(isinstance(i, str) for i in raw_ids):
+            raise errors.BadRequest("`doc_ids` filter parameter is not a list of doc ids.")
+        doc_ids = tuple(raw_ids)
+    elif filter_name == "_selector":
+        if "selector" not in body:
+            raise errors.BadRequest("Selector must be specified in POST payload")
+        from couchpoint.mango import Selector
+
+        selector = Selector.compile(body["selector"]).matches
+    elif filter_name == "_design":
+        design_only = True
+    elif filter_name == "_view":
+        raise errors.BadRequest("JavaScript filters are not supported: `_view` needs a JavaScript engine.")
+    elif filter_name:
+        if filter_name.startswith("_"):
+            raise errors.BadRequest("unknown builtin filter name")
+        raise errors.BadRequest("JavaScript filters are not supported: use a named filter hook instead.")
+    return changes_feed.ChangesQuery(
+        feed=changes_feed.FEEDS[feed],  # type: ignore[arg-type]
+        since=since,
+        limit=limit,
+        descending=ctx.flag("descending"),
+        style=style,  # type: ignore[arg-type]
+        include_docs=ctx.flag("include_docs"),
+        conflicts=ctx.flag("conflicts"),
+        heartbeat_ms=heartbeat,
+        timeout_ms=min(timeout if timeout is not None else cap, cap),
+        doc_ids=doc_ids,
+        selector=selector,
+        design_only=design_only,
+    )
+
+
+class FeedResponse(StreamingResponse):
+    """A streaming response that stops its body generator as soon as the client goes.
+
+    Starlette only listens for ``http.disconnect`` on older ASGI spec versions; a feed
+    that waits silently for minutes must notice a vanished client at once to free what
+    it holds, so this always runs the body and a disconnect listener side by side.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def stream_then_cancel() -> None:
+                try:
+                    await self.stream_response(send)
+                except OSError:
+                    pass
+                group.cancel_scope.cancel()
+
+            async def listen_then_cancel() -> None:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        break
+                group.cancel_scope.cancel()
+
+            group.start_soon(stream_then_cancel)
+            group.start_soon(listen_then_cancel)
+
+
+async def changes(ctx: Ctx, db: str) -> Response:
+    """``GET|POST /{db}/_changes`` (§6): every feed type, streamed."""
+    _method(ctx, "GET", "HEAD", "POST")
+    database = await ctx.server.get_db(db)
+    query = await _changes_query(ctx)
+    body: AsyncIterable[bytes] = changes_feed.feed(database, query)
+    if query.feed == "eventsource":
+        response = FeedResponse(body, media_type="text/event-stream")
+        response.headers["Cache-Control"] = "no-cache"
+    else:
+        response = FeedResponse(body, media_type="application/json")
+        response.headers["Cache-Control"] = "must-revalidate"
+    return response
