@@ -368,6 +368,33 @@ class StorageContract:
         assert await db.get_docs([]) == {}
         assert await db.get_docs(["nope"]) == {}
 
+    async def test_unusual_ids_are_read_back_exactly(self, db: DbStore) -> None:
+        # Every valid UTF-8 string is a possible id, U+0000 included (CouchDB only asks
+        # for valid UTF-8), as are strings that look like JSON or SQL.
+        odd = ["a\x00", "a\x00b", "\x00", '"q"', "\\", "[1]", "null", "1", "' OR 1=1 --", "e\u0301", " "]
+        await put_ids(db, *odd)
+        assert set(await db.get_docs(odd)) == set(odd)
+        assert set(await db.get_summaries(odd)) == set(odd)
+        found = await db.get_revisions([(doc_id, "1-r1") for doc_id in odd])
+        assert {key: rev.body for key, rev in found.items()} == {(i, "1-r1"): {"v": i} for i in odd}
+        assert await db.get_docs(["a", "a\x00c"]) == {}
+        assert sorted(ids(await db.all_docs())) == sorted(odd)
+        assert ids(await db.all_docs(start="a\x00", end="a\x00")) == ["a\x00"]
+        async with db.write() as txn:
+            await txn.put_local(LocalDoc("x\x00y", 1, {"k": "\x00"}))
+        assert await db.get_local("x\x00y") == LocalDoc("x\x00y", 1, {"k": "\x00"})
+        assert await db.get_local("x") is None
+
+    async def test_many_keys_in_one_read(self, db: DbStore) -> None:
+        many = [f"doc{i:05}" for i in range(1234)]
+        await put_ids(db, *many)
+        keys = [*many, "missing", many[0]]
+        assert len(await db.get_docs(keys)) == 1234
+        assert len(await db.get_summaries(keys)) == 1234
+        assert len(await db.get_revisions([(key, "1-r1") for key in keys])) == 1234
+        async with db.write() as txn:
+            assert len(await txn.get_docs(keys)) == 1234
+
     async def test_trees_round_trip_exactly(self, db: DbStore) -> None:
         # A stemmed root (pos 3), a deleted leaf, missing ancestors and a second root.
         tree, _ = merge(RevTree.empty(), [(3, "c"), (4, "d"), (5, "e")])

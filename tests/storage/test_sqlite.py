@@ -364,13 +364,17 @@ async def test_put_docs_costs_the_same_statements_for_1_or_500_docs(
 
 async def test_multi_key_reads_are_one_query(storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch) -> None:
     db = await storage.create_db("db")
-    await put_ids(db, *(f"d{i}" for i in range(300)))
+    await put_ids(db, *(f"d{i}" for i in range(1200)))
     counters = [CallCounter(monkeypatch, reader) for reader in storage._readers]
-    keys = [f"d{i}" for i in range(300)] + ["missing"]
-    assert len(await db.get_docs(keys)) == 300
-    assert len(await db.get_summaries(keys)) == 300
-    assert len(await db.get_revisions([(key, "1-r1") for key in keys])) == 300
+    keys = [f"d{i}" for i in range(499)] + ["missing"]
+    assert len(await db.get_docs(keys)) == 499
+    assert len(await db.get_summaries(keys)) == 499
+    assert len(await db.get_revisions([(key, "1-r1") for key in keys])) == 499
     assert sum(counter.calls for counter in counters) == 3
+    # Beyond 500 keys, one query per 500.
+    keys = [f"d{i}" for i in range(1200)]
+    assert len(await db.get_docs(keys)) == 1200
+    assert sum(counter.calls for counter in counters) == 6
 
 
 # -- several storages (processes) on one file ---------------------------------------------
