@@ -456,6 +456,7 @@ class SQLiteStorage:
         self._state_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._write_owner: asyncio.Task[Any] | None = None
+        self._stores: dict[str, SQLiteDbStore] = {}  # name -> handle on its current db id
 
     def __repr__(self) -> str:
         state = "open" if self._writer is not None else "closed"
@@ -526,6 +527,7 @@ class SQLiteStorage:
             async with self._write_lock:
                 writer, readers = self._writer, self._readers
                 self._writer, self._readers = None, []
+                self._stores.clear()
                 try:
                     for reader in readers:
                         await reader.close()
@@ -618,7 +620,7 @@ class SQLiteStorage:
                 (name, str(created)),
             )
             db_id = list(rows)[0][0]
-        return SQLiteDbStore(self, db_id, name)
+        return self._store(db_id, name)
 
     async def delete_db(self, name: str) -> None:
         """Delete the database ``name`` and all its rows in one transaction.
@@ -632,11 +634,25 @@ class SQLiteStorage:
             for table in ("revs", "docs", "local_docs"):
                 await conn.execute(f"DELETE FROM {table} WHERE db_id = ?", (db_id,))
             await conn.execute("DELETE FROM dbs WHERE id = ?", (db_id,))
+        self._stores.pop(name, None)
 
     async def get_db(self, name: str) -> SQLiteDbStore | None:
-        """A handle on the database ``name``, or ``None`` if it does not exist."""
+        """A handle on the database ``name``, or ``None`` if it does not exist.
+
+        Returns the same object for as long as the db exists, and a new one once it was
+        deleted and re-created (also by another process), so callers may cache per-db
+        state keyed by the handle's identity (as :class:`couchpoint.database.Server`)."""
         rows = list(await self._read("SELECT id FROM dbs WHERE name = ?", (name,)))
-        return SQLiteDbStore(self, rows[0][0], name) if rows else None
+        if not rows:
+            self._stores.pop(name, None)
+            return None
+        return self._store(rows[0][0], name)
+
+    def _store(self, db_id: int, name: str) -> SQLiteDbStore:
+        store = self._stores.get(name)
+        if store is None or store._db_id != db_id:
+            store = self._stores[name] = SQLiteDbStore(self, db_id, name)
+        return store
 
 
 async def _rollback_quietly(conn: aiosqlite.Connection) -> None:

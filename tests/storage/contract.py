@@ -214,6 +214,18 @@ class StorageContract:
         assert found.name == "db"
         assert await storage.all_dbs() == ["db"]
 
+    async def test_get_db_returns_one_handle_per_database_instance(self, storage: Storage) -> None:
+        """:class:`couchpoint.database.Server` caches per-db state (change listeners) keyed
+        by the handle's identity, so it must be stable, and change on re-creation."""
+        created = await storage.create_db("db")
+        assert await storage.get_db("db") is created
+        assert await storage.get_db("db") is created
+        await storage.delete_db("db")
+        assert await storage.get_db("db") is None
+        again = await storage.create_db("db")
+        assert again is not created
+        assert await storage.get_db("db") is again
+
     async def test_new_db_info(self, db: DbStore) -> None:
         info = await db.info()
         assert info.name == "db"

@@ -400,6 +400,11 @@ async def test_a_second_storage_sees_committed_writes(path: Path, storage: SQLit
         with pytest.raises(errors.CouchError) as caught:
             await put_ids(db, "d")
         assert caught.value.status == 404
+        await other.create_db("db")
+        recreated = await storage.get_db("db")
+        assert recreated is not None
+        assert recreated is not db
+        assert await recreated.changes(0, 10) == []
 
 
 async def test_concurrent_writes_from_two_storages_get_distinct_seqs(
