@@ -74,7 +74,9 @@ def parse_revisions(revisions: object) -> list[RevKey]:
     non-empty list of strings, more ids than ``start`` allows, or an invalid revid.
     """
     if not isinstance(revisions, dict):
-        raise errors.doc_validation("_revisions must be a JSON object.")
+        # CouchDB only matches an object here; anything else falls through to the
+        # unknown-special-field clause of couch_doc:transfer_fields.
+        raise errors.doc_validation("Bad special document member: _revisions")
     start = revisions.get("start")
     ids = revisions.get("ids")
     if not isinstance(start, int) or isinstance(start, bool):

@@ -47,7 +47,8 @@ MergeTag = Literal["new_leaf", "new_branch", "internal_node"]
 
 ``new_leaf``: the path extended an existing leaf (or the tree was empty).
 ``new_branch``: it created a sibling under an inner node, or a new root.
-``internal_node``: the path's last revision was already in the tree; nothing changed.
+``internal_node``: the path's last revision was already in the tree; no revision was
+added (at most, ancestors known by id were grafted above a stemmed root).
 """
 
 RevStatus = Literal["available", "deleted", "missing"]
@@ -261,9 +262,15 @@ def merge(tree: RevTree, path: Sequence[RevKey], *, deleted: bool = False) -> tu
     new revision (a deletion if ``deleted``), every other element an ancestor known by id.
     Nodes already in the tree are shared; new ones are attached under their predecessor;
     a stored root that the path reaches above makes the tree grow upward; a path that
-    overlaps nothing becomes a new root.  If the last revision is already in the tree the
-    tree is returned unchanged with ``"internal_node"`` (CouchDB ignores a replicated body
-    for a revision it already has).
+    overlaps nothing becomes a new root.
+
+    If the last revision is already in the tree the result is ``"internal_node"`` and its
+    flags are left alone (CouchDB ignores a replicated body for a revision it already
+    has).  The path's ancestors are still grafted above a stored root, as
+    ``couch_key_tree:merge`` does whatever the tag: otherwise the tree would depend on
+    arrival order (``[1-a]``, ``[2-b]``, ``[1-a, 2-b]`` would keep ``1-a`` as a zombie
+    leaf, while the reverse order gives one branch).  A path that adds nothing returns
+    ``tree`` itself.
 
     Raises ``ValueError`` for an empty path or non-consecutive positions.
     """
@@ -273,42 +280,52 @@ def merge(tree: RevTree, path: Sequence[RevKey], *, deleted: bool = False) -> tu
         if newer[0] != older[0] + 1:
             raise ValueError(f"non-consecutive revision path at {format_rev(newer)}")
     last = path[-1]
-    if last in tree:
-        return tree, "internal_node"
+    known = last in tree
 
-    leaves_before = set(tree.leaves())
-    nodes = dict(tree.nodes)
+    nodes: Mapping[RevKey, RevNode] = tree.nodes  # copied on the first change only
+    changed: dict[RevKey, RevNode] | None = None
     deepest_existing: RevKey | None = None
     inserted_prefix: list[RevKey] = []  # new nodes not yet connected to an existing one
     prev: RevKey | None = None
     for key in path:
         node = nodes.get(key)
         if node is None:
+            if changed is None:
+                nodes = changed = dict(nodes)
             is_last = key == last
-            nodes[key] = RevNode(parent=prev, deleted=deleted and is_last, missing=not is_last)
+            changed[key] = RevNode(parent=prev, deleted=deleted and is_last, missing=not is_last)
             inserted_prefix.append(key)
         else:
             deepest_existing = key
-            if node.parent is None and prev is not None:
-                # The stored tree was stemmed (or started late): grow it upward.
-                nodes[key] = replace(node, parent=prev)
-            elif node.parent != prev and prev is not None:
-                # The path disagrees with stored ancestry above this node; keep what is
-                # stored and drop the path's dangling prefix so it leaves no bogus leaf.
-                for orphan in inserted_prefix:
-                    del nodes[orphan]
+            if prev is not None and node.parent != prev:
+                if node.parent is None:
+                    # The stored tree was stemmed (or started late): grow it upward.
+                    if changed is None:
+                        nodes = changed = dict(nodes)
+                    changed[key] = replace(node, parent=prev)
+                elif changed is not None:
+                    # The path disagrees with stored ancestry above this node; keep what
+                    # is stored and drop the path's dangling prefix so it leaves no bogus
+                    # leaf.
+                    for orphan in inserted_prefix:
+                        del changed[orphan]
             inserted_prefix = []
         prev = key
 
-    if not tree:
-        tag: MergeTag = "new_leaf"
+    tag: MergeTag
+    if known:
+        tag = "internal_node"
+    elif not tree:
+        tag = "new_leaf"
     elif deepest_existing is None:
         tag = "new_branch"
-    elif deepest_existing in leaves_before:
+    elif tree.is_leaf(deepest_existing):
         tag = "new_leaf"
     else:
         tag = "new_branch"
-    return RevTree(nodes), tag
+    if changed is None or (known and changed == tree.nodes):
+        return tree, tag
+    return RevTree(changed), tag
 
 
 def stem(tree: RevTree, limit: int) -> RevTree:
