@@ -497,9 +497,9 @@ class SQLiteStorage:
         return conn
 
     async def _init_schema(self, writer: aiosqlite.Connection) -> None:
-        mode = list(await writer.execute_fetchall("PRAGMA journal_mode = WAL"))
-        if mode[0][0].lower() != "wal":
-            raise RuntimeError(f"cannot use WAL mode on {self.path} (journal_mode={mode[0][0]})")
+        mode = await self._enable_wal(writer)
+        if mode.lower() != "wal":
+            raise RuntimeError(f"cannot use WAL mode on {self.path} (journal_mode={mode})")
         await writer.execute(f"PRAGMA synchronous = {self._synchronous}")
         version = list(await writer.execute_fetchall("PRAGMA user_version"))[0][0]
         if version > SCHEMA_VERSION:
@@ -514,6 +514,26 @@ class SQLiteStorage:
             raise
         rows = list(await writer.execute_fetchall("SELECT uuid FROM server WHERE id = 1"))
         self._uuid = rows[0][0]
+
+    async def _enable_wal(self, writer: aiosqlite.Connection) -> str:
+        """``PRAGMA journal_mode = WAL``, retried while another connection holds a lock.
+
+        Switching a new file to WAL needs an exclusive lock, and SQLite answers
+        ``SQLITE_BUSY`` at once (without the busy handler) when two connections race for
+        it, as when several processes open a fresh file together."""
+        deadline = time.monotonic() + self._busy_ms / 1000
+        delay = 0.001
+        while True:
+            try:
+                rows = list(await writer.execute_fetchall("PRAGMA journal_mode = WAL"))
+                return str(rows[0][0])
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # primary result code
+                busy = code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     async def close(self) -> None:
         """Wait for the running write transaction, then close every connection.

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import sqlite3
+import sys
 import threading
 import warnings
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -469,3 +471,50 @@ async def test_a_busy_timeout_surfaces_as_database_is_locked(path: Path, raw: sq
             raw.execute("ROLLBACK")
         # The failed BEGIN left the writer clean.
         assert await put_ids(db, "a") == [1]
+
+
+CHILD = """
+import asyncio, json, sys
+from couchpoint.errors import CouchError
+from couchpoint.storage.sqlite import SQLiteStorage
+from tests.storage.contract import write_of
+
+async def main(path, tag):
+    async with SQLiteStorage(path) as storage:
+        db = await storage.get_db("db")
+        if db is None:
+            try:
+                db = await storage.create_db("db")
+            except CouchError:
+                db = await storage.get_db("db")
+        seqs = []
+        for i in range(10):
+            async with db.write() as txn:
+                seqs += await txn.put_docs([write_of(f"{tag}-{i}-{j}") for j in range(3)])
+        print(json.dumps({"uuid": await storage.server_uuid(), "seqs": seqs}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_processes_sharing_a_fresh_file(tmp_path: Path) -> None:
+    """Real processes open a new file at once, create the db, and write concurrently."""
+    path = tmp_path / "new" / "shared.sqlite"
+    root = Path(__file__).resolve().parents[2]
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, str(path), str(n), cwd=root, stdout=PIPE, stderr=PIPE
+        )
+        for n in range(3)
+    ]
+    results = []
+    for child in children:
+        out, err = await child.communicate()
+        assert child.returncode == 0, err.decode()
+        results.append(orjson.loads(out))
+    assert len({result["uuid"] for result in results}) == 1
+    assert sorted(seq for result in results for seq in result["seqs"]) == list(range(1, 91))
+    async with SQLiteStorage(path) as storage:
+        db = await storage.get_db("db")
+        assert db is not None
+        assert (await db.info()).doc_count == 90
