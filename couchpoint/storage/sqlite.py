@@ -23,9 +23,10 @@ Connections and concurrency
 * **Reader connections** (``readers``, default 2, used round-robin) serve every read
   outside a transaction.  The file is in WAL mode, so reads never wait for the writer
   and see the last committed state.  Every read method is a single SQL statement, hence
-  a consistent snapshot.
+  a consistent snapshot (multi-key reads of more than 9,999 ids / 4,999 revision keys
+  are split into several statements).
 * Batches are set-based: ``put_docs`` costs four statements whatever the batch size
-  (``executemany`` for docs and bodies); multi-key reads bind up to 500 keys per query
+  (``executemany`` for docs and bodies); multi-key reads bind their keys as parameters
   (``doc_id IN (?, ...)``, or a ``VALUES`` list joined on the primary key).
 
 Schema (``schema.sql``, ``PRAGMA user_version = 1``)
@@ -96,7 +97,10 @@ MIN_SQLITE_VERSION = (3, 35, 0)
 """``UPDATE ... RETURNING`` appeared in SQLite 3.35."""
 
 _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-_KEYS_PER_QUERY = 500  # keys bound per multi-key read (2 parameters each for revisions)
+# Keys bound per multi-key read: one statement (so one snapshot) up to these, far below
+# SQLite's default limit of 32,766 bound parameters (since 3.32).
+_IDS_PER_QUERY = 9_999
+_PAIRS_PER_QUERY = 4_999
 T = TypeVar("T")
 
 Rows = Iterable[sqlite3.Row]
@@ -106,11 +110,11 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _chunks(items: list[T]) -> Iterator[list[T]]:
-    """``items`` in slices of ``_KEYS_PER_QUERY`` (bound parameters, not JSON: SQLite's
-    JSON functions cut strings at U+0000, which is legal in a doc id)."""
-    for start in range(0, len(items), _KEYS_PER_QUERY):
-        yield items[start : start + _KEYS_PER_QUERY]
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    """``items`` in slices of ``size``.  Keys are bound as parameters, not passed as a
+    JSON array: SQLite's JSON functions cut strings at U+0000, legal in a doc id."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _summary(row: Sequence[Any]) -> DocSummary:
@@ -128,7 +132,7 @@ class _Reads:
 
     async def _docs_by_id(self, columns: str, ids: Sequence[str]) -> list[sqlite3.Row]:
         rows: list[sqlite3.Row] = []
-        for chunk in _chunks(list(dict.fromkeys(ids))):
+        for chunk in _chunks(list(dict.fromkeys(ids)), _IDS_PER_QUERY):
             marks = ", ".join("?" * len(chunk))
             rows += await self._fetch(
                 f"SELECT {columns} FROM docs WHERE db_id = ? AND doc_id IN ({marks})", (self._db_id, *chunk)
@@ -138,7 +142,7 @@ class _Reads:
     async def get_docs(self, ids: Sequence[str]) -> dict[str, DocInfo]:
         """``{id: DocInfo}`` for each of ``ids`` that exists; absent ids are left out.
 
-        One query per 500 distinct ids."""
+        One query (one snapshot) for up to 9,999 distinct ids."""
         rows = await self._docs_by_id("doc_id, seq, tree", ids)
         return {
             doc_id: DocInfo(doc_id, seq, revtree.from_json(orjson.loads(tree))) for doc_id, seq, tree in rows
@@ -147,14 +151,14 @@ class _Reads:
     async def get_summaries(self, ids: Sequence[str]) -> dict[str, DocSummary]:
         """``{id: DocSummary}`` for each of ``ids`` that exists (no tree is decoded).
 
-        One query per 500 distinct ids."""
+        One query (one snapshot) for up to 9,999 distinct ids."""
         return {row[0]: _summary(row) for row in await self._docs_by_id("doc_id, seq, leaves", ids)}
 
     async def get_revisions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Revision]:
         """``{(doc id, rev): Revision}`` for each key whose body is stored; others are
-        left out.  One query per 500 distinct keys."""
+        left out.  One query (one snapshot) for up to 4,999 distinct keys."""
         rows: list[sqlite3.Row] = []
-        for chunk in _chunks(list(dict.fromkeys(keys))):
+        for chunk in _chunks(list(dict.fromkeys(keys)), _PAIRS_PER_QUERY):
             values = ", ".join("(?, ?)" for _ in chunk)
             rows += await self._fetch(
                 f"WITH k (doc_id, rev) AS (VALUES {values})"

@@ -368,15 +368,27 @@ async def test_multi_key_reads_are_one_query(storage: SQLiteStorage, monkeypatch
     db = await storage.create_db("db")
     await put_ids(db, *(f"d{i}" for i in range(1200)))
     counters = [CallCounter(monkeypatch, reader) for reader in storage._readers]
-    keys = [f"d{i}" for i in range(499)] + ["missing"]
-    assert len(await db.get_docs(keys)) == 499
-    assert len(await db.get_summaries(keys)) == 499
-    assert len(await db.get_revisions([(key, "1-r1") for key in keys])) == 499
-    assert sum(counter.calls for counter in counters) == 3
-    # Beyond 500 keys, one query per 500.
-    keys = [f"d{i}" for i in range(1200)]
+    keys = [f"d{i}" for i in range(1200)] + ["missing"]
     assert len(await db.get_docs(keys)) == 1200
-    assert sum(counter.calls for counter in counters) == 6
+    assert len(await db.get_summaries(keys)) == 1200
+    assert len(await db.get_revisions([(key, "1-r1") for key in keys])) == 1200
+    assert sum(counter.calls for counter in counters) == 3
+
+
+async def test_huge_multi_key_reads_are_split(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_IDS_PER_QUERY", 500)
+    monkeypatch.setattr(sqlite_module, "_PAIRS_PER_QUERY", 250)
+    db = await storage.create_db("db")
+    await put_ids(db, *(f"d{i}" for i in range(1200)))
+    counters = [CallCounter(monkeypatch, reader) for reader in storage._readers]
+    keys = [f"d{i}" for i in range(1200)] + ["missing", "d0"]
+    assert set(await db.get_docs(keys)) == set(keys) - {"missing"}
+    assert sum(counter.calls for counter in counters) == 3
+    revisions = await db.get_revisions([(key, "1-r1") for key in keys])
+    assert set(revisions) == {(key, "1-r1") for key in keys if key != "missing"}
+    assert sum(counter.calls for counter in counters) == 3 + 5
 
 
 # -- several storages (processes) on one file ---------------------------------------------
