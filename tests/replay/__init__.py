@@ -1,0 +1,1 @@
+"""Replay of recorded CouchDB/PouchDB replication traffic against couchpoint (docs/replay.md)."""
