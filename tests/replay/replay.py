@@ -525,11 +525,16 @@ def normalize_body(kind: str, method: str, status: int, value: Any) -> Any:
         }
     if kind == "all_docs" and isinstance(value, dict) and isinstance(value.get("rows"), list):
         # keyed by row key (ids may be generated, so order is checked separately)
-        rows = {json.dumps(r.get("key") if isinstance(r, dict) else r): r for r in value["rows"]}
+        rows = {_row_key(r): r for r in value["rows"]}
         return {**value, "rows": rows}
     if kind == "doc" and isinstance(value, list):
         return sorted(value, key=_open_revs_key)
     return value
+
+
+def _row_key(row: Any) -> str:
+    key = row.get("key") if isinstance(row, dict) else row
+    return key if isinstance(key, str) else json.dumps(key)
 
 
 def _open_revs_key(entry: Any) -> str:
@@ -591,17 +596,18 @@ class Maps:
         if key is None or actual is MISSING:
             return None
         old = self.seqs.get(key)
-        message = None
         if old is not None and old[0] != actual:
             if old[1] == "db" and kind == "db":
-                message = (
+                # keep the first value: later exchanges are judged against it
+                return (
                     f"recorded sequence {recorded!r} stands for one database state, but couchpoint "
                     f"answered {old[0]!r} earlier and {actual!r} now"
                 )
-            self.seqs[key] = (actual, kind)
+            if _KIND_RANK[kind] >= _KIND_RANK[old[1]]:  # latest wins, a state is never downgraded
+                self.seqs[key] = (actual, kind)
         elif old is None or _KIND_RANK[kind] > _KIND_RANK[old[1]]:
             self.seqs[key] = (actual, kind)
-        return message
+        return None
 
     def learn_constant(self, name: str, recorded: Any, actual: Any) -> str | None:
         """Pin ``recorded -> actual`` for a value that must not change within a replay."""
@@ -750,9 +756,12 @@ class Check:
         self.ex = ex
         self.report = report
         self.sink = sink
+        self.seen: set[str] = set()
 
     def add(self, where: str, expected: Any, actual: Any, note: str = "") -> None:
-        if self.report:
+        """Record one difference; only the first one per location (``where``) counts."""
+        if self.report and where not in self.seen:
+            self.seen.add(where)
             ex = self.ex
             self.sink.append(
                 Mismatch(ex.recording, ex.index, ex.method, ex.target, where, expected, actual, note)

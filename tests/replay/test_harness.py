@@ -211,7 +211,8 @@ def test_maps_seq_consistency_and_kinds() -> None:
         None,
     )
     assert (maps.tr_seq_param("7"), maps.tr_seq_param('"7"'), maps.tr_seq_param("now")) == ("7", "7", "now")
-    assert maps.tr({"source_last_seq": "5-abc", "n": 7}, seqs=True) == {"source_last_seq": 6, "n": 7}
+    assert maps.learn_seq("5-abc", 9, "row") is None  # a database state is not downgraded
+    assert maps.tr({"source_last_seq": "5-abc", "n": 7}, seqs=True) == {"source_last_seq": 5, "n": 7}
     assert maps.tr({"source_last_seq": "5-abc"}) == {"source_last_seq": "5-abc"}
 
 
