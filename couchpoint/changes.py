@@ -92,6 +92,7 @@ class _RowBuilder:
 
     async def rows(self, page: Sequence[DocSummary]) -> list[dict[str, Any]]:
         q = self.query
+        page = [s for s in page if s.id]  # "" marks an examined position, not a doc
         if q.design_only:
             page = [s for s in page if s.id.startswith(DESIGN_PREFIX)]
         revs_by_id: dict[str, list[str]] = {}
@@ -137,9 +138,14 @@ class _RowBuilder:
 
 async def _pages(db: Database, query: ChangesQuery, since: int) -> AsyncIterator[list[DocSummary]]:
     if query.doc_ids is not None:
+        # Only the listed docs are read; the rest of the feed counts as examined, so the
+        # page ends with a marker at the db's current seq (last_seq then covers it).
+        update_seq = (await db.store.info()).update_seq
         found = await db.doc_ids_changes(since, query.doc_ids)
         if query.descending:
             found.reverse()
+        elif update_seq > since and (not found or found[-1].seq < update_seq):
+            found.append(DocSummary("", update_seq, (("", False),)))
         if found:
             yield found
         return

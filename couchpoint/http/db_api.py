@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterable
 from typing import Any
 
@@ -367,4 +368,8 @@ async def changes(ctx: Ctx, db: str) -> Response:
     else:
         response = FeedResponse(body, media_type="application/json")
         response.headers["Cache-Control"] = "must-revalidate"
+        if query.feed in ("normal", "longpoll"):
+            # An opaque tag of the db state and the query (CouchDB sends one on feeds).
+            state = f"{database.notifier.seq}:{ctx.request.url.query}".encode()
+            response.headers["ETag"] = f'"{hashlib.md5(state, usedforsecurity=False).hexdigest()}"'
     return response

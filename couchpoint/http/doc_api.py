@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from couchpoint import errors
 from couchpoint.database import Database, ReadOptions
-from couchpoint.document import LOCAL_PREFIX, split_doc, validate_docid
+from couchpoint.document import LOCAL_PREFIX, validate_docid
 from couchpoint.http.common import Ctx, json_response
 from couchpoint.http.db_api import READ_FLAGS
 
@@ -183,15 +183,22 @@ async def local_doc(ctx: Ctx, db: str, name: str) -> Response:
     database = await ctx.server.get_db(db)
     doc_id = LOCAL_PREFIX + name
     if ctx.method in ("GET", "HEAD"):
-        return json_response(await database.get_local(name))
+        doc = await database.get_local(name)
+        return json_response(doc, headers={"ETag": f'"{doc["_rev"]}"'})
     if ctx.method == "PUT":
         body = await ctx.json()
         if not isinstance(body, dict):
             raise errors.BadRequest("Document must be a JSON object")
-        split_doc({k: v for k, v in body.items() if k not in ("_id", "_rev")})
         rev = await database.put_local(name, body, ctx.query.get("rev"))
-        return json_response({"ok": True, "id": doc_id, "rev": rev}, 200 if rev == "0-0" else 201)
+        response = json_response({"ok": True, "id": doc_id, "rev": rev}, 200 if rev == "0-0" else 201)
+        response.headers["ETag"] = f'"{rev}"'
+        if rev != "0-0":
+            location = f"{quote(db, safe='')}/_local/{quote(name, safe='')}"
+            response.headers["Location"] = f"{ctx.base_url()}/{location}"
+        return response
     if ctx.method == "DELETE":
         await database.delete_local(name)
-        return json_response({"ok": True, "id": doc_id, "rev": "0-0"}, 200)
+        response = json_response({"ok": True, "id": doc_id, "rev": "0-0"}, 200)
+        response.headers["ETag"] = '"0-0"'
+        return response
     raise errors.method_not_allowed("DELETE,GET,HEAD,PUT")

@@ -62,6 +62,7 @@ async def uuids(ctx: Ctx, auth: Authenticator) -> Response:
     if count > 1000:
         raise errors.BadRequest("count parameter too large")
     response = json_response({"uuids": [uuid.uuid4().hex for _ in range(count)]})
+    response.headers["ETag"] = f'"{uuid.uuid4().hex}"'
     response.headers["Cache-Control"] = "must-revalidate, no-cache"
     response.headers["Pragma"] = "no-cache"
     response.headers["Expires"] = "Fri, 01 Jan 1990 00:00:00 GMT"
