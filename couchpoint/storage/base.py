@@ -35,7 +35,7 @@ the last committed state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -93,6 +93,27 @@ class Revision:
     rev: str
     deleted: bool
     body: dict[str, Any]
+    blobs: tuple[str, ...] = ()
+    """Keys of the attachment blobs this revision references (kept alive by it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A stored attachment body.
+
+    ``key``: the content address, the SHA-256 hex of the stored bytes (so equal bodies
+    are stored once, across revisions, documents and databases).  ``length``: stored
+    bytes.  ``md5``: ``"md5-<base64>"`` of the stored bytes (CouchDB's digest form).
+    """
+
+    key: str
+    length: int
+    md5: str
+
+
+class BlobTooLarge(Exception):
+    """Raised by :meth:`Storage.put_blob` when a stream exceeds ``max_size`` bytes;
+    nothing of it is kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,5 +285,41 @@ class Storage(Protocol):
         ...
 
     async def get_db(self, name: str) -> DbStore | None:
-        """The database, or ``None`` if it does not exist."""
+        """The database, or ``None`` if it does not exist.  Returns the same object for
+        the same database until it is deleted (listeners are keyed on it)."""
+        ...
+
+    async def update_seqs(self) -> dict[str, int]:
+        """``{db name: update_seq}`` for every database, read in one cheap query.
+
+        Lets a process notice writes committed by *other* processes on the same storage
+        (several ``--workers`` on one SQLite file) and wake its ``_changes`` feeds.
+        """
+        ...
+
+    # -- attachment blobs (content-addressed, streamed) --------------------------------
+    async def put_blob(self, chunks: AsyncIterable[bytes], *, max_size: int | None = None) -> BlobInfo:
+        """Store a byte stream as a blob and return its :class:`BlobInfo`.
+
+        The stream is consumed chunk by chunk and never held whole in memory.  Storing
+        bytes that are already stored returns the existing blob.  Raises
+        :class:`BlobTooLarge` (keeping nothing) once more than ``max_size`` bytes arrive.
+        The blob is durable when this returns; it is garbage until a committed
+        :class:`Revision` lists its key in ``blobs``.
+        """
+        ...
+
+    async def blob_length(self, key: str) -> int | None:
+        """Stored length of blob ``key``, or ``None`` if there is no such blob."""
+        ...
+
+    def read_blob(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes ``[start, end)`` of blob ``key`` in chunks (``end=None``: to the
+        end).  Raises ``KeyError`` when iterated if the blob does not exist."""
+        ...
+
+    async def collect_garbage(self, grace_s: float = 600.0) -> int:
+        """Delete blobs that no stored revision references and that are older than
+        ``grace_s`` seconds (so blobs of writes still in flight survive).  Returns how
+        many were deleted.  Runs on ``POST /{db}/_compact``."""
         ...

@@ -9,10 +9,12 @@ writers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -20,6 +22,8 @@ import orjson
 
 from couchpoint import errors
 from couchpoint.storage.base import (
+    BlobInfo,
+    BlobTooLarge,
     DbInfo,
     DocInfo,
     DocSummary,
@@ -27,6 +31,8 @@ from couchpoint.storage.base import (
     LocalDoc,
     Revision,
 )
+
+_CHUNK = 64 * 1024
 
 
 def _utf8_key(doc_id: str) -> bytes:
@@ -66,7 +72,11 @@ class _MemoryTxn:
                 self.state.revisions.pop((write.id, rev), None)
             for revision in write.revisions:
                 self.state.revisions[(write.id, revision.rev)] = Revision(
-                    revision.doc_id, revision.rev, revision.deleted, copy.deepcopy(revision.body)
+                    revision.doc_id,
+                    revision.rev,
+                    revision.deleted,
+                    copy.deepcopy(revision.body),
+                    revision.blobs,
                 )
             seqs.append(seq)
         return seqs
@@ -180,6 +190,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._dbs: dict[str, MemoryDbStore] = {}
         self._uuid = uuid.uuid4().hex
+        self._blobs: dict[str, tuple[bytes, float]] = {}
 
     async def open(self) -> None:
         return None
@@ -206,3 +217,47 @@ class MemoryStorage:
 
     async def get_db(self, name: str) -> MemoryDbStore | None:
         return self._dbs.get(name)
+
+    async def update_seqs(self) -> dict[str, int]:
+        return {name: store._state.update_seq for name, store in self._dbs.items()}
+
+    # -- blobs ---------------------------------------------------------------------------
+    async def put_blob(self, chunks: AsyncIterable[bytes], *, max_size: int | None = None) -> BlobInfo:
+        sha = hashlib.sha256()
+        md5 = hashlib.md5(usedforsecurity=False)
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if max_size is not None and size > max_size:
+                raise BlobTooLarge(size)
+            sha.update(chunk)
+            md5.update(chunk)
+            parts.append(chunk)
+        key = sha.hexdigest()
+        if key not in self._blobs:
+            self._blobs[key] = (b"".join(parts), time.monotonic())
+        return BlobInfo(key, size, "md5-" + base64.b64encode(md5.digest()).decode())
+
+    async def blob_length(self, key: str) -> int | None:
+        blob = self._blobs.get(key)
+        return None if blob is None else len(blob[0])
+
+    async def read_blob(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        data = self._blobs[key][0]
+        view = memoryview(data)[start:end]
+        for offset in range(0, len(view), _CHUNK):
+            yield bytes(view[offset : offset + _CHUNK])
+
+    async def collect_garbage(self, grace_s: float = 600.0) -> int:
+        referenced = {
+            key
+            for store in self._dbs.values()
+            for revision in store._state.revisions.values()
+            for key in revision.blobs
+        }
+        cutoff = time.monotonic() - grace_s
+        doomed = [k for k, (_, born) in self._blobs.items() if k not in referenced and born <= cutoff]
+        for key in doomed:
+            del self._blobs[key]
+        return len(doomed)
