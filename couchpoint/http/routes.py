@@ -25,13 +25,13 @@ from starlette.responses import Response
 from couchpoint import errors
 from couchpoint.auth import Authenticator
 from couchpoint.document import DESIGN_PREFIX, LOCAL_PREFIX
-from couchpoint.http import db_api, doc_api, server_api
+from couchpoint.http import changes_api, db_api, doc_api, server_api
 from couchpoint.http.common import Ctx
 
 Handler = Callable[[Ctx, str], Awaitable[Response]]
 
 DB_ENDPOINTS: dict[str, Handler] = {
-    "_changes": db_api.changes,
+    "_changes": changes_api.changes,
     "_bulk_docs": db_api.bulk_docs,
     "_bulk_get": db_api.bulk_get,
     "_all_docs": db_api.all_docs,

@@ -1,0 +1,166 @@
+"""``GET|POST /{db}/_changes``: parameters, filters and streamed feeds (protocol
+reference §6).  The feed bodies come from :mod:`couchpoint.changes`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterable
+from typing import Any
+
+import anyio
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from couchpoint import changes as changes_feed
+from couchpoint import errors
+from couchpoint.http.common import Ctx
+
+
+def _method(ctx: Ctx, *allowed: str) -> None:
+    if ctx.method not in allowed:
+        raise errors.method_not_allowed(",".join(allowed))
+
+
+def _positive_ms(ctx: Ctx, name: str, reason_bad: str, reason_negative: str) -> int | None:
+    raw = ctx.query.get(name)
+    if raw is None:
+        return None
+    if name == "heartbeat" and raw == "true":
+        return 60_000
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.BadRequest(reason_bad) from None
+    if value < 0 or (name == "heartbeat" and value == 0):
+        raise errors.BadRequest(reason_negative)
+    return value
+
+
+async def _changes_query(ctx: Ctx) -> changes_feed.ChangesQuery:
+    feed = ctx.query.get("feed", "normal")
+    if feed not in changes_feed.FEEDS:
+        raise errors.BadRequest("Supported `feed` types: normal, continuous, live, longpoll, eventsource")
+    since_raw = ctx.query.get("since")
+    if since_raw is None:
+        since_raw = ctx.query.get("last-event-id")
+    if feed == "eventsource" and ctx.request.headers.get("last-event-id"):
+        since_raw = ctx.request.headers["last-event-id"]
+    since = changes_feed.parse_since(since_raw)
+    limit_raw = ctx.query.get("limit")
+    limit: int | None = None
+    if limit_raw is not None:
+        try:
+            limit = int(limit_raw)
+        except ValueError:
+            raise errors.BadRequest("The limit value should be a non-negative integer") from None
+        if limit < 0:
+            raise errors.BadRequest("The limit value should be a non-negative integer")
+    heartbeat = _positive_ms(
+        ctx,
+        "heartbeat",
+        "Invalid heartbeat value. Expecting a positive integer value (in milliseconds).",
+        "The heartbeat value should be a positive integer (in milliseconds).",
+    )
+    timeout = _positive_ms(
+        ctx,
+        "timeout",
+        "The timeout value should be a non-negative integer",
+        "The timeout value should be a non-negative integer",
+    )
+    cap = ctx.settings.changes_timeout_ms
+    style = ctx.query.get("style", "main_only")
+    if style not in ("main_only", "all_docs"):
+        raise errors.BadRequest("Supported `style` values: main_only, all_docs")
+    doc_ids: tuple[str, ...] | None = None
+    selector = None
+    design_only = False
+    filter_name = ctx.query.get("filter")
+    body: dict[str, Any] = {}
+    if ctx.method == "POST":
+        ctx.require_json_content_type()
+        parsed = await ctx.json(required=False)
+        if parsed is not None:
+            if not isinstance(parsed, dict):
+                raise errors.BadRequest("Request body must be a JSON object")
+            body = parsed
+    if filter_name == "_doc_ids":
+        raw_ids = body.get("doc_ids") if "doc_ids" in body else ctx.json_param("doc_ids")
+        if not isinstance(raw_ids, list) or not all(isinstance(i, str) for i in raw_ids):
+            raise errors.BadRequest("`doc_ids` filter parameter is not a list of doc ids.")
+        doc_ids = tuple(raw_ids)
+    elif filter_name == "_selector":
+        if "selector" not in body:
+            raise errors.BadRequest("Selector must be specified in POST payload")
+        from couchpoint.mango import Selector
+
+        selector = Selector.compile(body["selector"]).matches
+    elif filter_name == "_design":
+        design_only = True
+    elif filter_name == "_view":
+        raise errors.BadRequest("JavaScript filters are not supported: `_view` needs a JavaScript engine.")
+    elif filter_name:
+        if filter_name.startswith("_"):
+            raise errors.BadRequest("unknown builtin filter name")
+        raise errors.BadRequest("JavaScript filters are not supported: use a named filter hook instead.")
+    return changes_feed.ChangesQuery(
+        feed=changes_feed.FEEDS[feed],  # type: ignore[arg-type]
+        since=since,
+        limit=limit,
+        descending=ctx.flag("descending"),
+        style=style,  # type: ignore[arg-type]
+        include_docs=ctx.flag("include_docs"),
+        conflicts=ctx.flag("conflicts"),
+        heartbeat_ms=heartbeat,
+        timeout_ms=min(timeout if timeout is not None else cap, cap),
+        doc_ids=doc_ids,
+        selector=selector,
+        design_only=design_only,
+    )
+
+
+class FeedResponse(StreamingResponse):
+    """A streaming response that stops its body generator as soon as the client goes.
+
+    Starlette only listens for ``http.disconnect`` on older ASGI spec versions; a feed
+    that waits silently for minutes must notice a vanished client at once to free what
+    it holds, so this always runs the body and a disconnect listener side by side.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def stream_then_cancel() -> None:
+                try:
+                    await self.stream_response(send)
+                except OSError:
+                    pass
+                group.cancel_scope.cancel()
+
+            async def listen_then_cancel() -> None:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        break
+                group.cancel_scope.cancel()
+
+            group.start_soon(stream_then_cancel)
+            group.start_soon(listen_then_cancel)
+
+
+async def changes(ctx: Ctx, db: str) -> Response:
+    """``GET|POST /{db}/_changes`` (§6): every feed type, streamed."""
+    _method(ctx, "GET", "HEAD", "POST")
+    database = await ctx.server.get_db(db)
+    query = await _changes_query(ctx)
+    body: AsyncIterable[bytes] = changes_feed.feed(database, query)
+    if query.feed == "eventsource":
+        response = FeedResponse(body, media_type="text/event-stream")
+        response.headers["Cache-Control"] = "no-cache"
+    else:
+        response = FeedResponse(body, media_type="application/json")
+        response.headers["Cache-Control"] = "must-revalidate"
+        if query.feed in ("normal", "longpoll"):
+            # An opaque tag of the db state and the query (CouchDB sends one on feeds).
+            state = f"{database.notifier.seq}:{ctx.request.url.query}".encode()
+            response.headers["ETag"] = f'"{hashlib.md5(state, usedforsecurity=False).hexdigest()}"'
+    return response
