@@ -64,7 +64,7 @@ class ServerError(RuntimeError):
     """The server did not start, or died while it was in use."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class RealServer:
     url: str
     port: int
@@ -72,9 +72,28 @@ class RealServer:
     log_path: Path
     process: subprocess.Popen[bytes]
     welcome: dict[str, Any]
+    stopped_on_purpose: bool = False
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return _tail(self.log_path, lines)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash) and wait for it; not an error at the end of the block."""
+        self.stopped_on_purpose = True
+        self.process.kill()
+        self.process.wait()
+
+    def terminate(self, timeout: float) -> bool:
+        """SIGTERM the server; True if it exited within ``timeout`` s (else it is SIGKILLed)."""
+        self.stopped_on_purpose = True
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return False
+        return True
 
 
 def free_port(host: str = HOST) -> int:
@@ -165,16 +184,20 @@ def real_server(
     startup_timeout: float = STARTUP_TIMEOUT,
     log_level: str = LOG_LEVEL,
     extra_args: Sequence[str] = (),
+    port: int | None = None,
 ) -> Iterator[RealServer]:
-    """Run ``couchpoint serve`` on a free port with ``data_dir``; stop it on exit.
+    """Run ``couchpoint serve`` on ``port`` (default: a free one) with ``data_dir``; stop it on exit.
 
     Raises :class:`ServerError` (with the tail of the server's log) if the server does not
-    come up, or if it exited by itself before the ``with`` block ended.
+    come up, or if it exited by itself (not through :meth:`RealServer.kill` /
+    :meth:`RealServer.terminate`) before the ``with`` block ended.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_path or data_dir.with_name(data_dir.name + ".log")
-    for attempt in range(1, PORT_ATTEMPTS + 1):
-        port = free_port()
+    fixed_port = port
+    attempts = PORT_ATTEMPTS if fixed_port is None else 1
+    for attempt in range(1, attempts + 1):
+        port = free_port() if fixed_port is None else fixed_port
         url = f"http://{HOST}:{port}"
         command = [*serve_command(port, data_dir, log_level=log_level), *extra_args]
         with log_path.open("ab") as log:
@@ -188,7 +211,7 @@ def real_server(
         except ServerError as exc:
             _stop(process)
             tail = _tail(log_path, LOG_TAIL_LINES)
-            if attempt < PORT_ATTEMPTS and "address already in use" in tail.lower():
+            if attempt < attempts and "address already in use" in tail.lower():
                 continue  # another process took the port between free_port() and bind()
             raise ServerError(f"{exc}\n--- server log ({log_path}) ---\n{tail}") from None
         break
@@ -200,7 +223,7 @@ def real_server(
         raise
     code = process.poll()
     _stop(process)
-    if code is not None:
+    if code is not None and not server.stopped_on_purpose:
         raise ServerError(
             f"couchpoint serve exited by itself with code {code} while in use\n"
             f"--- server log ({log_path}) ---\n{server.log_tail()}"

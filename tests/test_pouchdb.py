@@ -11,7 +11,10 @@ a. push of 1,000 docs (special ids, design doc, rev 3+, tombstones);
 b. pull of that data plus server-side conflicts into an empty db;
 c. two-way sync with conflicting edits on two clients and the server;
 d. live sync between two clients through the server;
-e. repeated replications of unchanged data write nothing.
+e. repeated replications of unchanged data write nothing;
+
+plus live sync across a server restart (SIGKILL; SIGTERM is an expected failure until
+``couchpoint serve`` stops with live clients attached).
 
 Needs ``node`` (20+) on PATH and ``tests/js/node_modules`` (``./scripts/test`` runs
 ``npm ci`` there). Run: ``.venv/bin/pytest tests/test_pouchdb.py -q``. A scenario can
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shutil
 import subprocess
 from pathlib import Path
@@ -455,3 +459,90 @@ def test_repeated_replication_writes_nothing(couchpoint_real_server: RealServer)
     assert len({json.dumps(seq) for seq in seqs.values()}) == 1, seqs
     assert db_info(server.url, db)["update_seq"] == seqs["after_push_1"]
     assert result["pulled_docs"] == DOCS
+
+
+# ---------------------------------------------------------------------------
+# Extra: live sync across a server restart (crash, or SIGTERM with live clients attached)
+
+GRACEFUL_STOP = 5.0  # seconds couchpoint may take to exit on SIGTERM
+
+
+class SlowShutdown(AssertionError):
+    """``couchpoint serve`` did not exit within :data:`GRACEFUL_STOP` s of SIGTERM."""
+
+
+def _read_line(stream: Any, timeout: float) -> str:
+    """One line from a child's stdout pipe, or "" if none arrived within ``timeout`` s."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    line: str = stream.readline()
+    return line
+
+
+@pytest.mark.parametrize(
+    "stop",
+    [
+        "kill",
+        pytest.param(
+            "term",
+            marks=pytest.mark.xfail(
+                raises=SlowShutdown,
+                strict=True,
+                reason="couchpoint bug: on SIGTERM uvicorn waits for open requests without a timeout, "
+                "and a PouchDB live sync always holds a _changes?feed=longpoll&heartbeat=10000 "
+                "request, so `couchpoint serve` does not exit while a live client is connected",
+            ),
+        ),
+    ],
+)
+def test_live_sync_survives_server_restart(tmp_path: Path, stop: str) -> None:
+    from tests.realserver import ServerError, real_server  # not at import time: it is a plugin too
+
+    node, db = node_executable(), "restart-shared"
+    data_dir, log_path = tmp_path / "data", tmp_path / "server.log"
+    stderr_path = tmp_path / "node-stderr.txt"
+    try:
+        with real_server(data_dir, log_path=log_path) as first, stderr_path.open("w") as stderr:
+            command = [node, str(JS_DIR / "restart.js"), "--url", first.url, "--db", db]
+            scenario = subprocess.Popen(
+                command, cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
+            )
+            try:
+                line = _read_line(scenario.stdout, SCENARIO_TIMEOUT)
+                assert line, (
+                    f"restart.js never synced:\n{stderr_path.read_text()[-6000:]}\n{first.log_tail()}"
+                )
+                synced = json.loads(line)
+                assert synced["phase"] == "synced"
+                if stop == "kill":
+                    first.kill()
+                elif not first.terminate(GRACEFUL_STOP):
+                    raise SlowShutdown(
+                        f"couchpoint serve did not exit within {GRACEFUL_STOP:g} s of SIGTERM "
+                        f"while PouchDB live syncs were connected\n{first.log_tail(15)}"
+                    )
+                with real_server(data_dir, log_path=log_path, port=first.port) as second:
+                    assert second.welcome["uuid"] == first.welcome["uuid"]
+                    assert db_info(second.url, db)["update_seq"] == synced["update_seq"]  # nothing lost
+                    out, _ = scenario.communicate("restarted\n", timeout=SCENARIO_TIMEOUT)
+                    result = json.loads(out.splitlines()[-1])
+                    assert scenario.returncode == 0 and result["ok"] is True, (
+                        f"restart.js failed: {result.get('error')}\n{pformat(result.get('details'))[:4000]}\n"
+                        f"{stderr_path.read_text()[-6000:]}\n{second.log_tail()}"
+                    )
+                    state = server_state(second.url, db)
+            finally:
+                if scenario.poll() is None:
+                    scenario.kill()
+                    scenario.wait()
+    except ServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+    final: dict[str, Json] = result["final"]
+    assert_same_state(state, final, "the live-synced clients")
+    assert {"after-restart", "server-after-restart", "last-before-stop"} <= final.keys()
+    assert sum(1 for doc_id in final if doc_id.startswith("before-")) == 100
+    assert 0 <= result["recovered_ms"] < 30000
+    assert result["push_again"]["docs_written"] == 0 and result["push_again"]["docs_read"] == 0
