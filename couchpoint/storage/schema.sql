@@ -1,4 +1,5 @@
--- couchpoint SQLite schema, version 1 (PRAGMA user_version).
+-- couchpoint SQLite schema, version 2 (PRAGMA user_version).
+-- Version 2 added revision_blobs; running this script on a version 1 file migrates it.
 --
 -- One file holds every database of a server; rows are keyed by the integer db id.
 -- JSON columns hold plain JSON text so applications can query them with SQLite's JSON
@@ -73,6 +74,21 @@ CREATE TABLE IF NOT EXISTS local_docs (
     PRIMARY KEY (db_id, doc_id)
 );
 
+-- Attachment blobs each stored revision references (Revision.blobs, in order; a key may
+-- repeat).  The blobs are files beside this file, <stem>-attachments/<key[:2]>/<key>,
+-- with key = SHA-256 hex of the bytes; a file no row references is garbage
+-- (SQLiteStorage.collect_garbage).  Rows go with their revision's body (drop_revs, a
+-- replaced body, a deleted db).  rowid keeps the order.
+CREATE TABLE IF NOT EXISTS revision_blobs (
+    db_id    INTEGER NOT NULL,
+    doc_id   TEXT    NOT NULL,
+    rev      TEXT    NOT NULL,
+    blob_key TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS revision_blobs_by_rev ON revision_blobs (db_id, doc_id, rev);
+-- collect_garbage: is this key referenced anywhere?
+CREATE INDEX IF NOT EXISTS revision_blobs_by_key ON revision_blobs (blob_key);
+
 -- Current, non-deleted documents with their winning body (NULL if the body was dropped).
 CREATE VIEW IF NOT EXISTS winning_docs AS
     SELECT dbs.name        AS db,
@@ -87,6 +103,6 @@ CREATE VIEW IF NOT EXISTS winning_docs AS
                   AND revs.rev = docs.winner_rev
     WHERE docs.deleted = 0;
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 
 COMMIT;

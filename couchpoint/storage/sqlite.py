@@ -25,11 +25,26 @@ Connections and concurrency
   and see the last committed state.  Every read method is a single SQL statement, hence
   a consistent snapshot (multi-key reads of more than 9,999 ids / 4,999 revision keys
   are split into several statements).
-* Batches are set-based: ``put_docs`` costs four statements whatever the batch size
-  (``executemany`` for docs and bodies); multi-key reads bind their keys as parameters
-  (``doc_id IN (?, ...)``, or a ``VALUES`` list joined on the primary key).
+* Batches are set-based: ``put_docs`` costs at most six statements whatever the batch
+  size (``executemany`` for docs, bodies and blob references); multi-key reads bind their
+  keys as parameters (``doc_id IN (?, ...)``, or a ``VALUES`` list joined on the primary
+  key).
 
-Schema (``schema.sql``, ``PRAGMA user_version = 1``)
+Attachment blobs
+----------------
+Blobs are files beside the SQLite file, never rows: ``<stem>-attachments/<key[:2]>/<key>``
+(e.g. ``data/couchpoint-attachments/ab/ab12...`` for ``data/couchpoint.sqlite``), where
+``key`` is the SHA-256 hex of the bytes, so equal bodies are stored once (across
+revisions, documents, databases and processes sharing the file).  :meth:`SQLiteStorage.put_blob`
+streams into a temp file ``<stem>-attachments/.tmp-<random>`` (up to 1 MiB buffered per
+worker-thread hop, SHA-256 and MD5 computed as it goes), fsyncs it (unless
+``synchronous="OFF"``), then renames it to its key, or deletes it and refreshes the
+existing file's mtime when that key is already stored.  Nothing of a failed or cancelled
+``put_blob`` stays.  A blob is alive while a stored revision lists it
+(``revision_blobs``); :meth:`SQLiteStorage.collect_garbage` deletes the others once
+their mtime is older than the grace period, and stale temp files with them.
+
+Schema (``schema.sql``, ``PRAGMA user_version = 2``)
 ----------------------------------------------------
 JSON columns hold plain JSON text (written by orjson) so applications can query the
 data with SQLite's JSON functions; they must not write to these tables.
@@ -53,9 +68,17 @@ data with SQLite's JSON functions; they must not write to these tables.
     size)`` lets ``info()`` sum sizes without reading bodies.
 ``local_docs(db_id, doc_id, rev, body)``, key ``(db_id, doc_id)``
     ``_local`` docs: id without the prefix, integer ``rev``, JSON ``body``.
+``revision_blobs(db_id, doc_id, rev, blob_key)`` (added by version 2)
+    The blobs a stored revision references (``Revision.blobs``), one row each, in order
+    (by ``rowid``; a key may repeat).  Rows are removed with their revision's body
+    (``drop_revs``, a body stored again, a deleted db).  Indexes
+    ``revision_blobs_by_rev(db_id, doc_id, rev)`` and ``revision_blobs_by_key(blob_key)``.
 ``winning_docs`` (view): ``db, doc_id, rev, seq, body``
     Every non-deleted document with its winning body (``NULL`` if dropped), e.g.
     ``SELECT doc_id, json_extract(body, '$.title') FROM winning_docs WHERE db = 'mydb'``.
+
+Opening a version 1 file migrates it (creates ``revision_blobs``); older couchpoints
+then refuse the file.
 
 Ordering: ``doc_id`` uses SQLite's BINARY collation, which compares UTF-8 bytes, the
 order ``_all_docs`` needs.  Document ids must be valid Unicode (no lone surrogates).
@@ -64,22 +87,31 @@ order ``_all_docs`` needs.  Document ids must be valid Unicode (no lone surrogat
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
 import os
+import re
+import secrets
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import aiosqlite
+import anyio
 import orjson
+from anyio import CancelScope, to_thread
 
 from couchpoint import errors, revtree
 from couchpoint.storage.base import (
+    BlobInfo,
+    BlobTooLarge,
     DbInfo,
     DocInfo,
     DocSummary,
@@ -90,7 +122,7 @@ from couchpoint.storage.base import (
 
 __all__ = ["SQLiteDbStore", "SQLiteStorage", "SQLiteWriteTxn"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of the files this module writes."""
 
 MIN_SQLITE_VERSION = (3, 35, 0)
@@ -101,6 +133,11 @@ _SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 # SQLite's default limit of 32,766 bound parameters (since 3.32).
 _IDS_PER_QUERY = 9_999
 _PAIRS_PER_QUERY = 4_999
+# Attachment blobs: bytes per read_blob chunk, bytes buffered per put_blob write hop.
+_BLOB_CHUNK = 64 * 1024
+_BLOB_WRITE_BATCH = 1024 * 1024
+_TEMP_PREFIX = ".tmp-"
+_BLOB_KEY = re.compile(r"[0-9a-f]{64}")
 T = TypeVar("T")
 
 Rows = Iterable[sqlite3.Row]
@@ -162,13 +199,18 @@ class _Reads:
             values = ", ".join("(?, ?)" for _ in chunk)
             rows += await self._fetch(
                 f"WITH k (doc_id, rev) AS (VALUES {values})"
-                " SELECT r.doc_id, r.rev, r.deleted, r.body FROM k CROSS JOIN revs AS r"
+                " SELECT r.doc_id, r.rev, r.deleted, r.body,"
+                " (SELECT json_group_array(blob_key) FROM (SELECT b.blob_key FROM revision_blobs AS b"
+                "  WHERE b.db_id = r.db_id AND b.doc_id = r.doc_id AND b.rev = r.rev ORDER BY b.rowid))"
+                " FROM k CROSS JOIN revs AS r"
                 " WHERE r.db_id = ? AND r.doc_id = k.doc_id AND r.rev = k.rev",
                 (*itertools.chain.from_iterable(chunk), self._db_id),
             )
         return {
-            (doc_id, rev): Revision(doc_id, rev, bool(deleted), orjson.loads(body))
-            for doc_id, rev, deleted, body in rows
+            (doc_id, rev): Revision(
+                doc_id, rev, bool(deleted), orjson.loads(body), tuple(orjson.loads(blobs))
+            )
+            for doc_id, rev, deleted, body, blobs in rows
         }
 
     async def get_local(self, doc_id: str) -> LocalDoc | None:
@@ -208,8 +250,13 @@ class SQLiteWriteTxn(_Reads):
         Returns the new seqs in input order: consecutive, above every seq this database
         ever handed out (``dbs.update_seq`` grows inside the transaction, so a rolled
         back batch hands out nothing).  Per write, ``drop_revs`` bodies are removed
-        before ``revisions`` are stored (a rev in both is kept).  Raises ``ValueError``
-        for an empty tree and ``errors.db_not_found()`` if the db was deleted.
+        before ``revisions`` are stored (a rev in both is kept); each stored revision's
+        ``blobs`` replace the references its rev had (``revision_blobs``), and a dropped
+        body takes its references along.  Raises ``ValueError`` for an empty tree and
+        ``errors.db_not_found()`` if the db was deleted.
+
+        Cost: at most six statements whatever the batch size (seq, dropped bodies,
+        cleared blob references, docs, bodies, new blob references).
         """
         if not writes:
             return []
@@ -219,6 +266,8 @@ class SQLiteWriteTxn(_Reads):
         docs: list[tuple[Any, ...]] = []
         rev_rows: list[tuple[Any, ...]] = []
         drop_rows: list[tuple[Any, ...]] = []
+        unref_rows: list[tuple[Any, ...]] = []  # revs whose blob references go (dropped or rewritten)
+        blob_rows: list[tuple[Any, ...]] = []
         for write in writes:
             leaves = revtree.leaf_summary(write.tree)
             if not leaves:
@@ -231,6 +280,9 @@ class SQLiteWriteTxn(_Reads):
                 rev_rows.append(
                     (db_id, write.id, revision.rev, int(revision.deleted), len(body), body.decode())
                 )
+                unref_rows.append((db_id, write.id, revision.rev))
+                blob_rows.extend((db_id, write.id, revision.rev, key) for key in revision.blobs)
+        unref_rows += drop_rows
         top = list(
             await conn.execute_fetchall(
                 "UPDATE dbs SET update_seq = update_seq + ? WHERE id = ? RETURNING update_seq",
@@ -243,6 +295,10 @@ class SQLiteWriteTxn(_Reads):
         seqs = list(range(first, first + len(writes)))
         if drop_rows:
             await conn.executemany("DELETE FROM revs WHERE db_id = ? AND doc_id = ? AND rev = ?", drop_rows)
+        if unref_rows:
+            await conn.executemany(
+                "DELETE FROM revision_blobs WHERE db_id = ? AND doc_id = ? AND rev = ?", unref_rows
+            )
         await conn.executemany(
             "INSERT INTO docs (db_id, doc_id, seq, winner_rev, deleted, leaves, tree)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -256,6 +312,10 @@ class SQLiteWriteTxn(_Reads):
                 "INSERT OR REPLACE INTO revs (db_id, doc_id, rev, deleted, size, body)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 rev_rows,
+            )
+        if blob_rows:
+            await conn.executemany(
+                "INSERT INTO revision_blobs (db_id, doc_id, rev, blob_key) VALUES (?, ?, ?, ?)", blob_rows
             )
         return seqs
 
@@ -427,6 +487,8 @@ class SQLiteStorage:
     may be lost on power failure, never corrupted), ``"EXTRA"`` or ``"OFF"``; anything
     else raises ``ValueError``.  ``busy_timeout``: seconds to wait for another
     process's write lock.  ``readers``: reader connections (at least 1).
+    Attachment blobs live in :attr:`attachments_dir`, ``<stem>-attachments`` beside
+    ``path`` (created on the first :meth:`put_blob`).
 
     Several :class:`SQLiteStorage` objects (in one or many processes) may open the same
     file; their writes are serialized by SQLite and seqs stay unique.  Call
@@ -450,6 +512,8 @@ class SQLiteStorage:
         if busy_timeout < 0:
             raise ValueError("busy_timeout must not be negative")
         self.path = Path(path)
+        self.attachments_dir = self.path.parent / f"{self.path.stem}-attachments"
+        """Where the attachment blobs live: ``<key[:2]>/<key>`` files (module docstring)."""
         self._synchronous = mode
         self._busy_ms = int(busy_timeout * 1000)
         self._reader_count = readers
@@ -461,6 +525,7 @@ class SQLiteStorage:
         self._write_lock = asyncio.Lock()
         self._write_owner: asyncio.Task[Any] | None = None
         self._stores: dict[str, SQLiteDbStore] = {}  # name -> handle on its current db id
+        self._blob_temps: set[str] = set()  # temp files of this object's running put_blob calls
 
     def __repr__(self) -> str:
         state = "open" if self._writer is not None else "closed"
@@ -569,6 +634,17 @@ class SQLiteStorage:
 
     # -- internals ------------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._writer is None:
+            raise RuntimeError(f"{self!r} is not open")
+
+    def _blob_path(self, key: str) -> Path | None:
+        """The file of blob ``key``, or ``None`` if ``key`` is no SHA-256 hex (never a
+        path outside :attr:`attachments_dir`)."""
+        if not isinstance(key, str) or not _BLOB_KEY.fullmatch(key):
+            return None
+        return self.attachments_dir / key[:2] / key
+
     def _check_not_nested(self) -> None:
         if self._write_owner is not None and self._write_owner is asyncio.current_task():
             raise RuntimeError("already inside a write transaction of this storage")
@@ -655,7 +731,7 @@ class SQLiteStorage:
             if not rows:
                 raise errors.db_not_found()
             db_id = rows[0][0]
-            for table in ("revs", "docs", "local_docs"):
+            for table in ("revision_blobs", "revs", "docs", "local_docs"):
                 await conn.execute(f"DELETE FROM {table} WHERE db_id = ?", (db_id,))
             await conn.execute("DELETE FROM dbs WHERE id = ?", (db_id,))
         self._stores.pop(name, None)
@@ -677,6 +753,265 @@ class SQLiteStorage:
         if store is None or store._db_id != db_id:
             store = self._stores[name] = SQLiteDbStore(self, db_id, name)
         return store
+
+    async def update_seqs(self) -> dict[str, int]:
+        """``{db name: update_seq}`` of every database, in one query on a reader (sees
+        what other processes committed on this file)."""
+        return {name: seq for name, seq in await self._read("SELECT name, update_seq FROM dbs")}
+
+    # -- attachment blobs -----------------------------------------------------------------
+
+    async def put_blob(self, chunks: AsyncIterable[bytes], *, max_size: int | None = None) -> BlobInfo:
+        """Stream ``chunks`` into a blob file and return its :class:`BlobInfo`.
+
+        The bytes go to a temp file in :attr:`attachments_dir` in worker threads (one hop
+        per 1 MiB buffered, or per larger chunk), hashed as they go; the file is fsynced,
+        then renamed to its key, or dropped if that key is stored already (whose mtime
+        is then refreshed, so a concurrent :meth:`collect_garbage` spares it).  Memory
+        use stays about 1 MiB plus one chunk.  Raises :class:`BlobTooLarge` once more
+        than ``max_size`` bytes arrived; on that or any other exception (cancellation
+        included) the temp file is removed and nothing is kept.
+        """
+        self._check_open()
+        writer = _BlobWriter(self.attachments_dir, durable=self._synchronous != "OFF")
+        self._blob_temps.add(str(writer.path))
+        size = 0
+        try:
+            await to_thread.run_sync(writer.create)
+            pending: list[bytes] = []
+            buffered = 0
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if max_size is not None and size > max_size:
+                    raise BlobTooLarge(size)
+                pending.append(chunk if isinstance(chunk, bytes) else bytes(chunk))
+                buffered += len(chunk)
+                if buffered >= _BLOB_WRITE_BATCH:
+                    await to_thread.run_sync(writer.write, pending)
+                    pending, buffered = [], 0
+            if pending:
+                await to_thread.run_sync(writer.write, pending)
+            key = await to_thread.run_sync(writer.finish)
+        except BaseException:
+            # Shielded: waits for a write still running in an abandoned worker thread.
+            with CancelScope(shield=True):
+                await to_thread.run_sync(writer.discard)
+            raise
+        finally:
+            self._blob_temps.discard(str(writer.path))
+        return BlobInfo(key, size, "md5-" + base64.b64encode(writer.md5.digest()).decode())
+
+    async def blob_length(self, key: str) -> int | None:
+        """Stored length of blob ``key`` (a ``stat`` of its file), or ``None``."""
+        self._check_open()
+        path = self._blob_path(key)
+        if path is None:
+            return None
+        try:
+            stat = await anyio.Path(path).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return stat.st_size
+
+    async def read_blob(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes ``[start, end)`` of blob ``key`` in chunks of up to 64 KiB, one
+        worker-thread read each (``start``/``end`` as a Python slice: ``end`` beyond the
+        length is clipped, ``end <= start`` yields nothing).  Raises ``KeyError`` when
+        iterated if the blob does not exist.  The file stays open while iterating, so a
+        :meth:`collect_garbage` meanwhile does not cut the stream short."""
+        self._check_open()
+        path = self._blob_path(key)
+        if path is None:
+            raise KeyError(key)
+        try:
+            fd, length = await to_thread.run_sync(_open_blob, path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyError(key) from None
+        try:
+            offset, stop, _ = slice(start, end).indices(length)
+            while offset < stop:
+                data = await to_thread.run_sync(os.pread, fd, min(_BLOB_CHUNK, stop - offset), offset)
+                if not data:  # cannot happen: blob files are never rewritten in place
+                    raise OSError(f"blob {key} is shorter than {length} bytes")
+                offset += len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    async def collect_garbage(self, grace_s: float = 600.0) -> int:
+        """Delete the blob files no stored revision references (``revision_blobs``)
+        whose mtime is at least ``grace_s`` seconds old, and temp files as old (left by
+        crashed writers); returns how many blobs were deleted (temp files not counted).
+
+        Listing and deleting run in worker threads; the references are read on a reader
+        (one query per 9,999 candidates).  A candidate is moved aside before it is
+        deleted and put back if its mtime turns out fresh, so a :meth:`put_blob` of the
+        same bytes racing with the collection keeps its blob."""
+        self._check_open()
+        cutoff = time.time() - grace_s
+        candidates = await to_thread.run_sync(
+            _scan_blobs, self.attachments_dir, cutoff, frozenset(self._blob_temps)
+        )
+        referenced: set[str] = set()
+        for chunk in _chunks(candidates, _IDS_PER_QUERY):
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._read(
+                f"SELECT DISTINCT blob_key FROM revision_blobs WHERE blob_key IN ({marks})", chunk
+            )
+            referenced.update(key for (key,) in rows)
+        doomed = [key for key in candidates if key not in referenced]
+        if not doomed:
+            return 0
+        return await to_thread.run_sync(_remove_blobs, self.attachments_dir, doomed, cutoff)
+
+
+# -- blob files (these functions run in worker threads) -----------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _BlobWriter:
+    """The temp file of one :meth:`SQLiteStorage.put_blob`.
+
+    Every method runs in a worker thread under one lock, so :meth:`discard` (run after a
+    failure or cancellation) waits for a write still running in an abandoned thread, and
+    nothing is written once it was discarded."""
+
+    def __init__(self, root: Path, *, durable: bool) -> None:
+        self.root = root
+        self.path = root / f"{_TEMP_PREFIX}{secrets.token_hex(16)}"
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self._durable = durable
+        self._lock = threading.Lock()
+        self._file: BinaryIO | None = None
+        self._ended = False  # finished or discarded
+
+    def create(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            if not self.root.is_dir():
+                self.root.mkdir(parents=True, exist_ok=True)
+                if self._durable:
+                    _fsync_dir(self.root.parent)
+            self._file = open(self.path, "xb")  # closed by finish() or discard()
+
+    def write(self, chunks: list[bytes]) -> None:
+        with self._lock:
+            if self._ended or self._file is None:
+                return
+            for chunk in chunks:
+                self.sha256.update(chunk)
+                self.md5.update(chunk)
+                self._file.write(chunk)
+
+    def finish(self) -> str:
+        """Flush, fsync and close the temp file, then store it under its key (or drop it
+        if the key exists); returns the key."""
+        with self._lock:
+            if self._ended or self._file is None:
+                raise RuntimeError("blob writer already ended")
+            self._file.flush()
+            if self._durable:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            key = self.sha256.hexdigest()
+            target = self.root / key[:2] / key
+            try:
+                os.utime(target)  # already stored: reuse it, fresh for collect_garbage
+            except FileNotFoundError:
+                if not target.parent.is_dir():
+                    target.parent.mkdir(exist_ok=True)
+                    if self._durable:
+                        _fsync_dir(self.root)
+                os.replace(self.path, target)
+                if self._durable:
+                    _fsync_dir(target.parent)
+            else:
+                os.unlink(self.path)
+            self._ended = True
+            return key
+
+    def discard(self) -> None:
+        """Close and delete the temp file (no-op once finished)."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+            if self._file is not None:
+                self._file.close()
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def _open_blob(path: Path) -> tuple[int, int]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return fd, os.fstat(fd).st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _scan_blobs(root: Path, cutoff: float, writing: frozenset[str]) -> list[str]:
+    """Keys of the blob files in ``root`` modified at or before ``cutoff``; deletes
+    temp files untouched since ``cutoff`` on the way (except those in ``writing``)."""
+    keys: list[str] = []
+    try:
+        top = list(os.scandir(root))
+    except FileNotFoundError:
+        return keys
+    for entry in top:
+        try:
+            if entry.name.startswith(_TEMP_PREFIX):
+                stat = entry.stat(follow_symlinks=False)
+                # ctime too: a blob moved aside by _remove_blobs keeps its old mtime.
+                if entry.path not in writing and max(stat.st_mtime, stat.st_ctime) <= cutoff:
+                    os.unlink(entry.path)
+            elif len(entry.name) == 2 and entry.is_dir(follow_symlinks=False):
+                with os.scandir(entry.path) as files:
+                    for file in files:
+                        if (
+                            _BLOB_KEY.fullmatch(file.name)
+                            and file.name.startswith(entry.name)
+                            and file.stat(follow_symlinks=False).st_mtime <= cutoff
+                        ):
+                            keys.append(file.name)
+        except FileNotFoundError:  # removed meanwhile (another process collecting)
+            continue
+    return keys
+
+
+def _remove_blobs(root: Path, keys: list[str], cutoff: float) -> int:
+    """Delete the blob files ``keys`` unless modified after ``cutoff``; returns how many
+    were deleted.  Each file is first renamed aside, then its mtime checked: a
+    :meth:`SQLiteStorage.put_blob` of the same bytes refreshes it (or, if the rename won,
+    stores a new file), so a blob handed out meanwhile survives."""
+    deleted = 0
+    for key in keys:
+        path = root / key[:2] / key
+        aside = root / f"{_TEMP_PREFIX}{secrets.token_hex(16)}"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            continue
+        if os.stat(aside).st_mtime > cutoff:
+            os.replace(aside, path)  # refreshed meanwhile; same bytes if stored again
+            continue
+        os.unlink(aside)
+        deleted += 1
+    return deleted
 
 
 async def _rollback_quietly(conn: aiosqlite.Connection) -> None:

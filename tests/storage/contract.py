@@ -30,6 +30,9 @@ Tests are plain ``async def`` methods (pytest-asyncio in auto mode); none sleeps
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -39,6 +42,8 @@ from couchpoint import errors
 from couchpoint.revs import format_rev
 from couchpoint.revtree import RevTree, merge
 from couchpoint.storage.base import (
+    BlobInfo,
+    BlobTooLarge,
     DbStore,
     DocInfo,
     DocSummary,
@@ -49,7 +54,16 @@ from couchpoint.storage.base import (
     WriteTxn,
 )
 
-__all__ = ["StorageContract", "StorageFactory", "linear_tree", "put", "write_of"]
+__all__ = [
+    "StorageContract",
+    "StorageFactory",
+    "blob_write_of",
+    "linear_tree",
+    "put",
+    "read_all",
+    "stream",
+    "write_of",
+]
 
 
 class StorageFactory:
@@ -118,6 +132,42 @@ async def put(db: DbStore, *writes: DocWrite) -> list[int]:
     """Commit ``writes`` in one transaction; return their seqs."""
     async with db.write() as txn:
         return await txn.put_docs(writes)
+
+
+def blob_write_of(
+    doc_id: str, length: int, blobs: Sequence[str], *, drop_revs: Sequence[str] = ()
+) -> DocWrite:
+    """:func:`write_of` whose leaf revision references the blobs ``blobs``."""
+    rev = leaf_rev(length)
+    revision = Revision(doc_id, rev, False, {"v": doc_id}, tuple(blobs))
+    return DocWrite(doc_id, linear_tree(length), revisions=[revision], drop_revs=drop_revs)
+
+
+async def stream(data: bytes, sizes: Sequence[int] = (65_536,)) -> AsyncIterator[bytes]:
+    """``data`` as an async stream of chunks whose sizes cycle through ``sizes``."""
+    offset = 0
+    for size in itertools.cycle(sizes):
+        if offset >= len(data):
+            return
+        yield data[offset : offset + size]
+        offset += size
+        await asyncio.sleep(0)
+
+
+async def read_all(storage: Storage, key: str, start: int = 0, end: int | None = None) -> bytes:
+    """Every byte :meth:`Storage.read_blob` streams (checking each chunk is non-empty)."""
+    parts = []
+    async for chunk in storage.read_blob(key, start, end):
+        assert isinstance(chunk, bytes)
+        assert chunk
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def blob_info_of(data: bytes) -> BlobInfo:
+    """The :class:`BlobInfo` every backend must return for ``data``."""
+    md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+    return BlobInfo(hashlib.sha256(data).hexdigest(), len(data), f"md5-{md5}")
 
 
 async def put_ids(db: DbStore, *doc_ids: str, length: int = 1) -> list[int]:
@@ -719,6 +769,176 @@ class StorageContract:
         assert (await other.info()).revs_limit == 7
         assert (await (await storage.create_db("db2")).info()).revs_limit == 1000
 
+    # -- update_seqs --------------------------------------------------------------------
+
+    async def test_update_seqs_reflects_writes(self, storage: Storage) -> None:
+        assert await storage.update_seqs() == {}
+        a = await storage.create_db("a")
+        await storage.create_db("b")
+        assert await storage.update_seqs() == {"a": 0, "b": 0}
+        await put_ids(a, "x", "y")
+        await put_ids(a, "x", length=2)
+        assert await storage.update_seqs() == {"a": 3, "b": 0}
+        async with a.write() as txn:
+            await txn.put_local(LocalDoc("cp", 1, {}))  # _local docs take no seq
+        await storage.delete_db("b")
+        assert await storage.update_seqs() == {"a": 3}
+
+    async def test_update_seqs_ignores_a_failed_transaction(self, storage: Storage, db: DbStore) -> None:
+        await put_ids(db, "a")
+        with pytest.raises(Boom):
+            async with db.write() as txn:
+                await txn.put_docs([write_of("b")])
+                raise Boom
+        assert await storage.update_seqs() == {"db": 1}
+
+    # -- attachment blobs -------------------------------------------------------------------
+
+    async def test_put_and_read_a_multi_chunk_blob(self, storage: Storage) -> None:
+        data = bytes(range(256)) * (3 * 1024 * 1024 // 256) + b"tail"  # 3 MB and a bit
+        info = await storage.put_blob(stream(data, [1, 7, 65_537, 300_001, 1_048_577, 2]))
+        assert info == blob_info_of(data)
+        assert await storage.blob_length(info.key) == len(data)
+        assert await read_all(storage, info.key) == data
+
+    async def test_blob_digests(self, storage: Storage) -> None:
+        info = await storage.put_blob(stream(b"foo"))
+        # CouchDB's digest form (replication-protocol.md 4.7), over the stored bytes.
+        assert info == BlobInfo(
+            "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+            3,
+            "md5-rL0Y20zC+Fzt72VPzMSk2A==",
+        )
+
+    async def test_an_empty_blob(self, storage: Storage) -> None:
+        info = await storage.put_blob(stream(b""))
+        assert info == blob_info_of(b"")
+        assert await storage.blob_length(info.key) == 0
+        assert await read_all(storage, info.key) == b""
+
+    async def test_read_blob_ranges(self, storage: Storage) -> None:
+        data = bytes(i % 251 for i in range(200_000))
+        key = (await storage.put_blob(stream(data, [70_000]))).key
+        for start, end in [
+            (0, None),
+            (0, 1),
+            (5, 10),
+            (65_535, 65_537),
+            (1, 199_999),
+            (100_000, None),
+            (199_999, None),
+            (150_000, 10**9),  # end beyond the length: clipped
+            (0, 200_000),
+        ]:
+            assert await read_all(storage, key, start, end) == data[start:end], (start, end)
+        for start, end in [(7, 7), (10, 5), (200_000, None), (300_000, 400_000), (0, 0)]:
+            assert await read_all(storage, key, start, end) == b"", (start, end)
+
+    async def test_same_bytes_are_stored_once(self, storage: Storage) -> None:
+        data = b"same bytes " * 10_000
+        first = await storage.put_blob(stream(data, [1000]))
+        second = await storage.put_blob(stream(data, [7, 99_999]))
+        assert first == second == blob_info_of(data)
+        assert await read_all(storage, first.key) == data
+        other = await storage.put_blob(stream(data + b"!"))
+        assert other.key != first.key
+        assert await storage.collect_garbage(grace_s=0) == 2  # two blobs, not three
+
+    async def test_a_blob_over_max_size_keeps_nothing(self, storage: Storage) -> None:
+        data = b"x" * 100_001
+        with pytest.raises(BlobTooLarge):
+            await storage.put_blob(stream(data, [30_000]), max_size=100_000)
+        assert await storage.blob_length(blob_info_of(data).key) is None
+        assert await storage.collect_garbage(grace_s=0) == 0
+        exact = await storage.put_blob(stream(data[:100_000], [30_000]), max_size=100_000)
+        assert exact == blob_info_of(data[:100_000])
+
+    async def test_a_failing_stream_keeps_nothing(self, storage: Storage) -> None:
+        async def failing() -> AsyncIterator[bytes]:
+            yield b"a" * 1_500_000
+            yield b"b" * 1_500_000
+            raise Boom
+
+        with pytest.raises(Boom):
+            await storage.put_blob(failing())
+        assert await storage.blob_length(blob_info_of(b"a" * 1_500_000).key) is None
+        assert await storage.collect_garbage(grace_s=0) == 0
+
+    async def test_unknown_blobs(self, storage: Storage) -> None:
+        key = blob_info_of(b"never stored").key
+        assert await storage.blob_length(key) is None
+        with pytest.raises(KeyError):
+            await read_all(storage, key)
+        with pytest.raises(KeyError):
+            await read_all(storage, key, 1, 2)
+
+    async def test_revisions_carry_their_blob_keys(self, db: DbStore) -> None:
+        await put(db, blob_write_of("a", 1, ["k2", "k1"]), write_of("b"))
+        found = await db.get_revisions([("a", "1-r1"), ("b", "1-r1")])
+        assert found[("a", "1-r1")].blobs == ("k2", "k1")
+        assert found[("b", "1-r1")].blobs == ()
+        async with db.write() as txn:
+            assert (await txn.get_revisions([("a", "1-r1")]))[("a", "1-r1")].blobs == ("k2", "k1")
+            await txn.put_docs([blob_write_of("c", 1, ["k3"])])
+            assert (await txn.get_revisions([("c", "1-r1")]))[("c", "1-r1")].blobs == ("k3",)
+
+    async def test_collect_garbage_keeps_referenced_blobs(self, storage: Storage, db: DbStore) -> None:
+        one, two, loose = [await storage.put_blob(stream(data)) for data in (b"one", b"two", b"loose")]
+        await put(db, blob_write_of("a", 1, [one.key, two.key]))
+        assert await storage.collect_garbage(grace_s=0) == 1
+        assert await storage.blob_length(loose.key) is None
+        assert await read_all(storage, one.key) == b"one"
+        assert await read_all(storage, two.key) == b"two"
+        # The next revision keeps `two` only and drops the body of the first.
+        await put(db, blob_write_of("a", 2, [two.key], drop_revs=["1-r1"]))
+        assert await storage.collect_garbage(grace_s=0) == 1
+        assert await storage.blob_length(one.key) is None
+        assert await read_all(storage, two.key) == b"two"
+        assert await storage.collect_garbage(grace_s=0) == 0
+
+    async def test_collect_garbage_spares_fresh_blobs(self, storage: Storage) -> None:
+        fresh = await storage.put_blob(stream(b"in flight"))
+        assert await storage.collect_garbage(grace_s=3600) == 0
+        assert await storage.collect_garbage() == 0  # default grace: 600 s
+        assert await storage.blob_length(fresh.key) == 9
+        assert await storage.collect_garbage(grace_s=0) == 1
+        assert await storage.blob_length(fresh.key) is None
+
+    async def test_a_blob_is_kept_while_any_revision_references_it(self, storage: Storage) -> None:
+        shared = await storage.put_blob(stream(b"shared"))
+        one, two = await storage.create_db("one"), await storage.create_db("two")
+        await put(one, blob_write_of("a", 1, [shared.key]), blob_write_of("b", 1, [shared.key]))
+        await put(two, blob_write_of("a", 1, [shared.key]))
+        await put(one, DocWrite("a", linear_tree(1), drop_revs=["1-r1"]))
+        await storage.delete_db("two")
+        assert await storage.collect_garbage(grace_s=0) == 0  # one/b still references it
+        await put(one, write_of("b", 2, drop_revs=["1-r1"]))
+        assert await storage.collect_garbage(grace_s=0) == 1
+
+    async def test_deleting_a_db_releases_its_blobs(self, storage: Storage, db: DbStore) -> None:
+        info = await storage.put_blob(stream(b"doomed"))
+        await put(db, blob_write_of("a", 1, [info.key]))
+        assert await storage.collect_garbage(grace_s=0) == 0
+        await storage.delete_db("db")
+        assert await storage.collect_garbage(grace_s=0) == 1
+
+    async def test_a_rewritten_revision_replaces_its_blob_keys(self, storage: Storage, db: DbStore) -> None:
+        old, new = await storage.put_blob(stream(b"old")), await storage.put_blob(stream(b"new"))
+        await put(db, blob_write_of("a", 1, [old.key]))
+        await put(db, blob_write_of("a", 1, [new.key]))
+        assert (await db.get_revisions([("a", "1-r1")]))[("a", "1-r1")].blobs == (new.key,)
+        assert await storage.collect_garbage(grace_s=0) == 1
+        assert await storage.blob_length(old.key) is None
+        assert await storage.blob_length(new.key) == 3
+
+    async def test_a_rolled_back_revision_references_nothing(self, storage: Storage, db: DbStore) -> None:
+        info = await storage.put_blob(stream(b"orphan"))
+        with pytest.raises(Boom):
+            async with db.write() as txn:
+                await txn.put_docs([blob_write_of("a", 1, [info.key])])
+                raise Boom
+        assert await storage.collect_garbage(grace_s=0) == 1
+
     # -- durability -------------------------------------------------------------------------
 
     async def test_everything_survives_reopen(self, factory: StorageFactory, storage: Storage) -> None:
@@ -752,6 +972,21 @@ class StorageContract:
         assert await db.get_local("cp") == LocalDoc("cp", 4, {"history": [{"seq": 3}]})
         assert ids(await db.changes(0, 10)) == ["a", "c", "b"]
         assert ids(await db.all_docs()) == ["a", "c"]
+
+    async def test_blobs_survive_reopen(self, factory: StorageFactory, storage: Storage) -> None:
+        data = bytes(range(256)) * 5000
+        kept = await storage.put_blob(stream(data, [100_000]))
+        db = await storage.create_db("db")
+        await put(db, blob_write_of("a", 1, [kept.key]), write_of("b", 3))
+        storage = await self.reopen(factory, storage)
+        assert await storage.update_seqs() == {"db": 2}
+        assert await storage.blob_length(kept.key) == len(data)
+        assert await read_all(storage, kept.key, 10, 300_000) == data[10:300_000]
+        db = await storage.get_db("db")
+        assert db is not None
+        assert (await db.get_revisions([("a", "1-r1")]))[("a", "1-r1")].blobs == (kept.key,)
+        assert await storage.collect_garbage(grace_s=0) == 0
+        assert await storage.blob_length(kept.key) == len(data)
 
     async def test_deleted_db_stays_deleted_after_reopen(
         self, factory: StorageFactory, storage: Storage

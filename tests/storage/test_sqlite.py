@@ -23,7 +23,7 @@ from couchpoint.revtree import RevTree
 from couchpoint.storage.base import DocWrite, LocalDoc
 from couchpoint.storage.sqlite import SQLiteStorage
 
-from .contract import conflicted_tree, ids, linear_tree, put, put_ids, write_of
+from .contract import blob_write_of, conflicted_tree, ids, linear_tree, put, put_ids, write_of
 
 
 @pytest.fixture
@@ -50,13 +50,14 @@ def raw(path: Path, storage: SQLiteStorage) -> Iterator[sqlite3.Connection]:
 # -- the file -----------------------------------------------------------------------------
 
 
-async def test_file_is_wal_with_schema_version_1(storage: SQLiteStorage, raw: sqlite3.Connection) -> None:
+async def test_file_is_wal_with_schema_version_2(storage: SQLiteStorage, raw: sqlite3.Connection) -> None:
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    assert sqlite_module.SCHEMA_VERSION == 2
     tables = {
         name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
     }
-    assert {"server", "dbs", "docs", "revs", "local_docs", "winning_docs"} <= tables
+    assert {"server", "dbs", "docs", "revs", "local_docs", "revision_blobs", "winning_docs"} <= tables
 
 
 async def test_parent_directories_are_created(tmp_path: Path) -> None:
@@ -360,8 +361,20 @@ async def test_put_docs_costs_the_same_statements_for_1_or_500_docs(
         async with db.write() as txn:
             await txn.put_docs(batch)
         costs.append(counter.calls)
-    assert costs[0] == costs[1] <= 7  # BEGIN, db check, seq, drop, docs, revs, COMMIT
-    assert (await db.info()).update_seq == 1001
+    # BEGIN, db check, seq, drop bodies, drop blob references, docs, revs, COMMIT
+    assert costs[0] == costs[1] <= 8
+    # With blob references: one more statement, still whatever the batch size.
+    with_blobs = []
+    for batch in (
+        [blob_write_of("x", 3, ["k1", "k2"], drop_revs=["2-r2"])],
+        [blob_write_of(f"d{i:03}", 3, ["k1", "k2"], drop_revs=["2-r2"]) for i in range(500)],
+    ):
+        counter.calls = 0
+        async with db.write() as txn:
+            await txn.put_docs(batch)
+        with_blobs.append(counter.calls)
+    assert with_blobs[0] == with_blobs[1] <= 9
+    assert (await db.info()).update_seq == 1502
 
 
 async def test_multi_key_reads_are_one_query(storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch) -> None:
