@@ -11,6 +11,7 @@ const {
   check,
   dbInfo,
   diffSnapshots,
+  expectedWinner,
   localDb,
   main,
   remoteDb,
@@ -18,16 +19,15 @@ const {
   same,
   snapshot,
   summarize,
-  expectedWinner,
 } = require('./lib/common');
 const {buildDataset} = require('./lib/dataset');
 const {branch, deleteDoc, getDoc, putDoc, putRevisions} = require('./lib/remote_edits');
 
 async function editServer(url, db, dataset, seedState) {
   // Histories come from the pushed db itself (the server must hold the same ones).
-  const leaf = (id, rev) => {
+  const leaf = (id) => {
     const entry = seedState[id];
-    return {_id: id, _rev: rev || entry.rev, _revisions: entry.revs[rev || entry.rev].revisions};
+    return {_id: id, _rev: entry.rev, _revisions: entry.revs[entry.rev].revisions};
   };
   const live = (id) => !dataset.deleted.includes(id);
   const used = new Set();

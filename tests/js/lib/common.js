@@ -460,7 +460,8 @@ function main(scenario, body) {
     })
     .then(
       (result) => {
-        emitAndExit({ok: true, scenario, ...result, http_requests: httpCounts, total_ms: Date.now() - started}, 0);
+        const meta = {pouchdb_version: PouchDB.version, http_requests: httpCounts, total_ms: Date.now() - started};
+        emitAndExit({ok: true, scenario, ...result, ...meta}, 0);
       },
       (err) => {
         const error = {
