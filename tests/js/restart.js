@@ -13,6 +13,7 @@ const {
   check,
   dbInfo,
   diffSnapshots,
+  inflight,
   localDb,
   main,
   remoteDb,
@@ -61,8 +62,14 @@ main('restart', async ({url, db, timeout}) => {
   const lastRev = (await A.put({_id: 'last-before-stop', text: 'acknowledged before the stop'})).rev;
   await waitFor('last doc A -> B', hasRev(B, 'last-before-stop', lastRev), {timeoutMs: deadline});
   const infoBefore = await dbInfo(url, db);
+  // Both clients idle: each holds its long-polled _changes request open on the server
+  // (what a graceful stop has to deal with).
+  const idle = await waitFor('both clients holding a longpoll _changes', () => {
+    const polls = [...inflight.open].filter((e) => e.endpoint === '_changes' && e.url.includes('feed=longpoll'));
+    return polls.length >= 2;
+  }, {timeoutMs: deadline});
 
-  process.stdout.write(JSON.stringify({phase: 'synced', update_seq: infoBefore.update_seq}) + '\n');
+  process.stdout.write(JSON.stringify({phase: 'synced', update_seq: infoBefore.update_seq, idle_ms: idle.ms}) + '\n');
   await nextStdinLine();
   const restarted = Date.now();
 
