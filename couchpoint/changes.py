@@ -12,7 +12,10 @@ Feed*:
   N ms while idle and keeps the feed open; otherwise ``timeout`` ms of idleness ends a
   longpoll with an empty result and a continuous feed with a ``last_seq`` line.
 * Rows are read from storage in bounded pages and no read transaction is held while
-  waiting; a write wakes waiters through the database's :class:`ChangeNotifier`.
+  waiting.  A feed reads storage itself only to catch up; once it has sent everything it
+  waits on the database's :class:`~couchpoint.notify.ChangeNotifier`, which reads each
+  wakeup's rows once and hands the same :class:`~couchpoint.notify.ChangeBatch` to every
+  waiting feed (``docs/feeds.md``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import orjson
 from couchpoint import errors
 from couchpoint.database import Database
 from couchpoint.document import DESIGN_PREFIX, render_doc
-from couchpoint.storage.base import DocSummary
+from couchpoint.notify import CATCH_UP, CLOSED, TIMEOUT, ChangeBatch, Signal
+from couchpoint.storage.base import DocSummary, Revision
 
 Feed = Literal["normal", "longpoll", "continuous", "eventsource"]
 FEEDS = {"normal": "normal", "longpoll": "longpoll", "continuous": "continuous", "live": "continuous",
@@ -84,25 +88,39 @@ def _dumps(value: Any) -> bytes:
 
 class _RowBuilder:
     """Turns stored summaries into ``_changes`` rows, applying style, filters and
-    ``include_docs``, one page at a time."""
+    ``include_docs``, one page at a time.
+
+    With a :class:`ChangeBatch` (a live wakeup) the bodies come from the batch, read once
+    for every feed; otherwise from storage."""
 
     def __init__(self, db: Database, query: ChangesQuery) -> None:
         self.db = db
         self.query = query
+        self.doc_ids = frozenset(query.doc_ids) if query.doc_ids is not None else None
 
-    async def rows(self, page: Sequence[DocSummary]) -> list[dict[str, Any]]:
+    async def rows(
+        self, page: Sequence[DocSummary], batch: ChangeBatch | None = None
+    ) -> list[dict[str, Any]]:
         q = self.query
         page = [s for s in page if s.id]  # "" marks an examined position, not a doc
+        if batch is not None and self.doc_ids is not None:
+            page = [s for s in page if s.id in self.doc_ids]
         if q.design_only:
             page = [s for s in page if s.id.startswith(DESIGN_PREFIX)]
+        if not page:
+            return []
         revs_by_id: dict[str, list[str]] = {}
         for s in page:
             leaves = s.leaves if q.style == "all_docs" else s.leaves[:1]
             revs_by_id[s.id] = [rev for rev, _ in leaves]
+        revisions: dict[tuple[str, str], Revision] = {}
         if q.selector is not None:
-            revisions = await self.db.store.get_revisions(
-                [(doc_id, rev) for doc_id, revs in revs_by_id.items() for rev in revs]
-            )
+            if batch is not None:
+                revisions = await batch.revisions()
+            else:
+                revisions = await self.db.store.get_revisions(
+                    [(doc_id, rev) for doc_id, revs in revs_by_id.items() for rev in revs]
+                )
             for s in page:
                 kept = []
                 for rev in revs_by_id[s.id]:
@@ -115,7 +133,14 @@ class _RowBuilder:
         emitted = [s for s in page if revs_by_id[s.id]]
         docs: dict[str, dict[str, Any]] = {}
         if q.include_docs and emitted:
-            docs = await self.db.winner_docs(emitted)
+            if batch is not None:
+                revisions = await batch.revisions()
+                for s in emitted:
+                    revision = revisions.get((s.id, s.rev))
+                    if revision is not None:
+                        docs[s.id] = render_doc(s.id, s.rev, revision.deleted, revision.body)
+            else:
+                docs = await self.db.winner_docs(emitted)
         rows: list[dict[str, Any]] = []
         for s in emitted:
             row: dict[str, Any] = {
@@ -153,125 +178,172 @@ async def _pages(db: Database, query: ChangesQuery, since: int) -> AsyncIterator
         yield page
 
 
+async def _examine(
+    builder: _RowBuilder, page: Sequence[DocSummary], batch: ChangeBatch | None, remaining: int | None
+) -> AsyncIterator[tuple[dict[str, Any] | None, int]]:
+    """``(row, seq)`` for each summary of ``page`` in order, ``row`` ``None`` when filtered
+    out (so ``last_seq`` still advances), stopping after ``remaining`` rows."""
+    rows = {row["id"]: row for row in await builder.rows(page, batch)}
+    sent = 0
+    for summary in page:
+        row = rows.get(summary.id)
+        if row is not None:
+            sent += 1
+        yield row, summary.seq
+        if remaining is not None and sent >= remaining:
+            return
+
+
 async def _collect(
-    db: Database, query: ChangesQuery, since: int, remaining: int | None
+    db: Database, query: ChangesQuery, since: int, remaining: int | None, builder: _RowBuilder | None = None
 ) -> AsyncIterator[tuple[dict[str, Any] | None, int]]:
     """Yield ``(row, seq)`` for every examined change after ``since`` up to ``remaining``
-    rows; filtered-out changes yield ``(None, seq)`` so ``last_seq`` can advance."""
-    builder = _RowBuilder(db, query)
+    rows, read from storage in pages; filtered-out changes yield ``(None, seq)`` so
+    ``last_seq`` can advance."""
+    builder = builder or _RowBuilder(db, query)
     sent = 0
     async for page in _pages(db, query, since):
-        rows = {row["id"]: row for row in await builder.rows(page)}
-        for summary in page:
-            row = rows.get(summary.id)
+        left = None if remaining is None else remaining - sent
+        async for row, seq in _examine(builder, page, None, left):
             if row is not None:
                 sent += 1
-            yield row, summary.seq
-            if remaining is not None and sent >= remaining:
-                return
+            yield row, seq
+        if remaining is not None and sent >= remaining:
+            return
+
+
+class _Live:
+    """The state of one streaming or long-polled feed: where it is, what it sent, and
+    how it gets new changes (the shared notifier; storage only to catch up)."""
+
+    __slots__ = ("builder", "db", "deadline", "last_seq", "query", "sent")
+
+    def __init__(self, db: Database, query: ChangesQuery, since: int) -> None:
+        self.db = db
+        self.query = query
+        self.builder = _RowBuilder(db, query)
+        self.last_seq = since
+        self.sent = 0
+        self.deadline = 0.0
+        self.restart_timeout()
+
+    def restart_timeout(self) -> None:
+        if not self.query.heartbeat_ms:
+            self.deadline = time.monotonic() + self.query.timeout_ms / 1000
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.query.limit is None else self.query.limit - self.sent
+
+    @property
+    def full(self) -> bool:
+        return self.query.limit is not None and self.sent >= self.query.limit
+
+    async def rows(self, source: ChangeBatch | None) -> AsyncIterator[dict[str, Any]]:
+        """Rows after :attr:`last_seq` from a shared batch, or from storage when
+        ``source`` is ``None``; advances :attr:`last_seq` over what it examined."""
+        if source is None:
+            changes = _collect(self.db, self.query, self.last_seq, self.remaining, self.builder)
+        else:
+            changes = _examine(self.builder, source.rows_after(self.last_seq), source, self.remaining)
+        async for row, seq in changes:
+            self.last_seq = seq if self.query.descending else max(self.last_seq, seq)
+            if row is not None:
+                self.sent += 1
+                yield row
+        if source is not None and not self.full:
+            self.last_seq = max(self.last_seq, source.last)
+
+    async def next(self) -> ChangeBatch | Signal:
+        """Wait for what comes after :attr:`last_seq`: a batch, :data:`CATCH_UP`,
+        :data:`TIMEOUT` (a heartbeat is due, or the feed idled for ``timeout``) or
+        :data:`CLOSED`."""
+        q = self.query
+        if q.heartbeat_ms:
+            timeout = q.heartbeat_ms / 1000
+        else:
+            timeout = max(0.0, self.deadline - time.monotonic())
+        return await self.db.notifier.wait(self.last_seq, timeout)
+
+    async def pending(self, closed: bool = False) -> int:
+        if self.query.descending or closed or self.last_seq >= self.db.notifier.seq:
+            return 0
+        return await self.db.store.count_changes(self.last_seq)
 
 
 async def feed(db: Database, query: ChangesQuery) -> AsyncIterator[bytes]:
     """The body of a ``_changes`` response for ``query``, as a stream of byte chunks."""
-    since = db.notifier.seq if query.since is None else query.since
     if query.since is None:
         since = (await db.store.info()).update_seq
-    if query.feed in ("normal", "longpoll"):
-        async for chunk in _single_response(db, query, since):
-            yield chunk
     else:
-        async for chunk in _stream(db, query, since):
-            yield chunk
+        since = query.since
+    if query.feed in ("normal", "longpoll"):
+        body = _single_response(db, query, since)
+    else:
+        body = _stream(db, query, since)
+    async for chunk in body:
+        yield chunk
 
 
 async def _single_response(db: Database, query: ChangesQuery, since: int) -> AsyncIterator[bytes]:
     yield b'{"results":[\n'
-    last_seq = 0 if query.descending else since
-    sent = 0
-    first = True
-
-    async def emit_all() -> AsyncIterator[bytes]:
-        nonlocal last_seq, sent, first
-        async for row, seq in _collect(db, query, since, query.limit):
-            last_seq = seq
-            if row is None:
-                continue
-            sent += 1
-            yield (b"" if first else b",\n") + _dumps(row)
-            first = False
-
+    feed = _Live(db, query, 0 if query.descending else since)
+    separator = b""
+    closed = False
     if query.limit != 0:
-        async for chunk in emit_all():
-            yield chunk
-        if query.feed == "longpoll" and sent == 0:
-            deadline = None if query.heartbeat_ms else time.monotonic() + query.timeout_ms / 1000
-            while sent == 0:
-                woke = await _wait(db, since, query, deadline)
-                if woke is None:
-                    break
-                if not woke:
+        async for row in feed.rows(None):
+            yield separator + _dumps(row)
+            separator = b",\n"
+        if query.feed == "longpoll" and feed.sent == 0 and not query.descending:
+            while feed.sent == 0:
+                woke = await feed.next()
+                if woke is TIMEOUT:
+                    if not query.heartbeat_ms:
+                        break
                     yield b"\n"
                     continue
-                async for chunk in emit_all():
-                    yield chunk
-                since = max(since, last_seq)
-    if query.descending:
-        pending = 0
-    else:
-        pending = await db.store.count_changes(last_seq)
-    yield b"\n],\n" + b'"last_seq":' + _dumps(last_seq) + b',"pending":' + _dumps(pending) + b"}\n"
-
-
-async def _wait(db: Database, since: int, query: ChangesQuery, deadline: float | None) -> bool | None:
-    """Wait for a change after ``since``: ``True`` woke, ``False`` heartbeat due,
-    ``None`` idle timeout reached."""
-    if query.heartbeat_ms:
-        return await db.notifier.wait(since, query.heartbeat_ms / 1000)
-    assert deadline is not None
-    left = deadline - time.monotonic()
-    if left <= 0:
-        return None
-    woke = await db.notifier.wait(since, left)
-    return True if woke else None
+                if woke is CLOSED:
+                    closed = True
+                    break
+                async for row in feed.rows(None if woke is CATCH_UP else woke):  # type: ignore[arg-type]
+                    yield separator + _dumps(row)
+                    separator = b",\n"
+    pending = await feed.pending(closed)
+    yield b"\n],\n" + b'"last_seq":' + _dumps(feed.last_seq) + b',"pending":' + _dumps(pending) + b"}\n"
 
 
 async def _stream(db: Database, query: ChangesQuery, since: int) -> AsyncIterator[bytes]:
     eventsource = query.feed == "eventsource"
-    sent = 0
-    last_seq = since
     heartbeat = b"event: heartbeat\ndata: \n\n" if eventsource else b"\n"
-    yielded = False
-    while True:
-        remaining = None if query.limit is None else query.limit - sent
-        if remaining is not None and remaining <= 0:
-            break
-        async for row, seq in _collect(db, query, last_seq, remaining):
-            last_seq = max(last_seq, seq)
-            if row is None:
-                continue
-            sent += 1
-            yielded = True
-            if eventsource:
-                yield b"data: " + _dumps(row) + b"\nid: " + _dumps(row["seq"]) + b"\n\n"
-            else:
-                yield _dumps(row) + b"\n"
-        if query.limit is not None and sent >= query.limit:
-            break
-        if not yielded:
-            # Flush the headers right away (CouchDB sends a first newline while waiting).
-            yield heartbeat if eventsource else b"\n"
-            yielded = True
-        deadline = None if query.heartbeat_ms else time.monotonic() + query.timeout_ms / 1000
-        while True:
-            woke = await _wait(db, last_seq, query, deadline)
-            if woke is None:
-                pending = await db.store.count_changes(last_seq)
-                if not eventsource:
-                    yield _dumps({"last_seq": last_seq, "pending": pending}) + b"\n"
-                return
-            if woke:
+    feed = _Live(db, query, since)
+    closed = False
+
+    def frame(row: dict[str, Any]) -> bytes:
+        if eventsource:
+            return b"data: " + _dumps(row) + b"\nid: " + _dumps(row["seq"]) + b"\n\n"
+        return _dumps(row) + b"\n"
+
+    if query.limit != 0:
+        async for row in feed.rows(None):
+            yield frame(row)
+    if feed.sent == 0:
+        # Flush the headers right away (CouchDB sends a first newline while waiting).
+        yield heartbeat
+    while not feed.full:
+        woke = await feed.next()
+        if woke is TIMEOUT:
+            if not query.heartbeat_ms:
                 break
             yield heartbeat
-    pending = await db.store.count_changes(last_seq)
+            continue
+        if woke is CLOSED:
+            closed = True
+            break
+        sent = feed.sent
+        async for row in feed.rows(None if woke is CATCH_UP else woke):  # type: ignore[arg-type]
+            yield frame(row)
+        if feed.sent > sent:
+            feed.restart_timeout()
     if not eventsource:
-        yield _dumps({"last_seq": last_seq, "pending": pending}) + b"\n"
+        pending = await feed.pending(closed)
+        yield _dumps({"last_seq": feed.last_seq, "pending": pending}) + b"\n"

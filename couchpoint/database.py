@@ -24,7 +24,7 @@ from typing import Any
 from couchpoint import errors, revtree
 from couchpoint.config import Settings
 from couchpoint.document import LOCAL_PREFIX, IncomingDoc, render_doc, split_doc, validate_docid
-from couchpoint.notify import ChangeNotifier
+from couchpoint.notify import ChangeNotifier, SeqWatcher
 from couchpoint.revs import RevKey, format_rev, parse_rev
 from couchpoint.revtree import RevTree
 from couchpoint.storage.base import DbStore, DocInfo, DocSummary, DocWrite, LocalDoc, Revision, Storage
@@ -629,6 +629,7 @@ class Server:
         self._started = False
         self._start_lock = asyncio.Lock()
         self.uuid = ""
+        self.watcher = SeqWatcher(storage)  # wakes feeds on writes of other processes
 
     async def start(self) -> None:
         """Open storage and read the server uuid (idempotent)."""
@@ -644,6 +645,7 @@ class Server:
         """Close storage (idempotent)."""
         if self._started:
             self._started = False
+            await self.watcher.close()  # ends the live _changes feeds
             self._dbs.clear()
             await self.storage.close()
 
@@ -663,6 +665,7 @@ class Server:
             info = await store.info()
             db = Database(store, ChangeNotifier(info.update_seq), self.settings, info.revs_limit)
             self._dbs[name] = db
+            self.watcher.attach(name, db.notifier, store)
         return db
 
     async def create_db(self, name: str) -> None:
@@ -675,9 +678,8 @@ class Server:
         """``DELETE /{db}``: 404 if missing.  Wakes the db's listeners so they end."""
         await self.start()
         await self.storage.delete_db(name)
-        db = self._dbs.pop(name, None)
-        if db is not None:
-            db.notifier.publish(2**62)
+        self._dbs.pop(name, None)
+        self.watcher.forget(name)  # closes the db's notifier: its feeds end
 
 
 __all__ = ["ChangeNotifier", "Database", "ReadOptions", "Server", "validate_db_name", "validate_docid"]
