@@ -193,7 +193,8 @@ class _Reads:
 
     async def get_revisions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Revision]:
         """``{(doc id, rev): Revision}`` for each key whose body is stored; others are
-        left out.  One query (one snapshot) for up to 4,999 distinct keys."""
+        left out.  Each revision's ``blobs`` come back as stored (order and repeats
+        kept).  One query (one snapshot) for up to 4,999 distinct keys."""
         rows: list[sqlite3.Row] = []
         for chunk in _chunks(list(dict.fromkeys(keys)), _PAIRS_PER_QUERY):
             values = ", ".join("(?, ?)" for _ in chunk)
