@@ -97,4 +97,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, log_level: 
         server_header=False,
         log_level=settings.log_level,
         lifespan="on",
+        # Live feeds (PouchDB's heartbeat longpoll) never end by themselves: give open
+        # connections a few seconds on SIGTERM, then close them (clients retry).
+        timeout_graceful_shutdown=3,
     )
