@@ -85,6 +85,7 @@ def test_serve_defaults(recorder: Recorder, tmp_path: Path, monkeypatch: pytest.
         "server_header": False,
         "log_level": "info",
         "lifespan": "on",
+        "timeout_graceful_shutdown": 3,
     }
     assert recorder.settings is not None
     assert recorder.settings.data_dir == Path("couchpoint-data")
