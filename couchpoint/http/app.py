@@ -4,8 +4,9 @@ Layout (protocol reference §1): requests are routed on ``scope["raw_path"]`` sp
 ``/`` with each segment percent-decoded on its own (so ``%2F`` stays inside a doc id and
 ``/db``, ``/db/`` and ``/db//`` are one resource; no trailing-slash redirects).  Every
 error is CouchDB's JSON ``{"error", "reason"}`` with CouchDB's status, including 404,
-405 and unexpected failures (500).  CORS is Starlette's ``CORSMiddleware`` configured to
-echo the request's Origin (never ``*``) so PouchDB's credentialed requests work.
+405 and unexpected failures (500).  CORS is :class:`couchpoint.http.cors.CouchCORS`
+(CouchDB's rules: the Origin echoed, never ``*``, so PouchDB's credentialed requests
+work; 204 preflights on any path without authentication).
 
 The app works driven directly by ``httpx.ASGITransport`` (no lifespan events): storage
 is opened on first use.  Mounted under a prefix in another Starlette/FastAPI app, it
@@ -25,7 +26,6 @@ from urllib.parse import quote, unquote_to_bytes
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -35,6 +35,7 @@ from couchpoint.auth import ADMIN_PARTY, ANONYMOUS, COOKIE_NAME, Authenticator, 
 from couchpoint.config import Settings
 from couchpoint.database import Server
 from couchpoint.http.common import SERVER_HEADER, Ctx, error_response
+from couchpoint.http.cors import CouchCORS
 from couchpoint.http.routes import dispatch
 from couchpoint.storage.base import Storage
 
@@ -43,19 +44,6 @@ log = logging.getLogger("couchpoint")
 _PERCENT_OK = re.compile(rb"%[0-9A-Fa-f]{2}")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 
-EXPOSE_HEADERS = [
-    "content-type",
-    "cache-control",
-    "accept-ranges",
-    "etag",
-    "server",
-    "x-couch-request-id",
-    "x-couch-update-newrev",
-    "x-couchdb-body-time",
-    "content-range",
-    "location",
-]
-CORS_METHODS = ["GET", "PUT", "POST", "HEAD", "DELETE", "COPY", "OPTIONS"]
 
 
 def split_path(raw_path: bytes, *, decode_plus_to_space: bool = False) -> list[str]:
@@ -174,22 +162,10 @@ def create_app(
         finally:
             await server.close()
 
-    origins = list(settings.cors_origins)
-    cors_kwargs: dict[str, Any] = (
-        {"allow_origin_regex": ".*"} if "*" in origins else {"allow_origins": origins}
-    )
     app = Starlette(
         lifespan=lifespan,
         middleware=[
-            Middleware(
-                CORSMiddleware,
-                allow_credentials=settings.cors_credentials,
-                allow_methods=CORS_METHODS,
-                allow_headers=["*"],
-                expose_headers=EXPOSE_HEADERS,
-                max_age=600,
-                **cors_kwargs,
-            )
+            Middleware(CouchCORS, origins=settings.cors_origins, credentials=settings.cors_credentials)
         ],
     )
     app.mount("/", router)
