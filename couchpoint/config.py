@@ -30,7 +30,10 @@ class Settings:
     never ``*``, because PouchDB sends credentials).  ``cors_credentials``: send
     ``Access-Control-Allow-Credentials: true``.  ``max_request_size`` /
     ``max_document_size``: bytes, exceeded → 413 (CouchDB defaults 4 GiB / 8 MB; ours are
-    256 MiB / 8 MB).  ``changes_timeout_ms``: the cap and default of ``_changes``
+    256 MiB / 8 MB).  ``max_attachment_size``: bytes of one attachment (1 GiB, 413
+    ``attachment_too_large``).  ``compressible_types``: attachment types stored
+    gzip-encoded, as CouchDB's ``[attachments] compressible_types``.
+    ``changes_timeout_ms``: the cap and default of ``_changes``
     ``timeout`` (CouchDB: 60000).  ``decode_plus_to_space``: treat a raw ``+`` in a path as
     a space (CouchDB's default) instead of keeping it (RFC 3986, our default).
     ``admins``: server admins as ``{name: password}`` (env ``COUCHPOINT_ADMINS`` as
@@ -46,6 +49,13 @@ class Settings:
     cors_credentials: bool = True
     max_request_size: int = 256 * 1024 * 1024
     max_document_size: int = 8_000_000
+    max_attachment_size: int = 1024 * 1024 * 1024
+    compressible_types: tuple[str, ...] = (
+        "text/*",
+        "application/javascript",
+        "application/json",
+        "application/xml",
+    )
     changes_timeout_ms: int = 60_000
     decode_plus_to_space: bool = False
     log_level: str = "info"

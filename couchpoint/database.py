@@ -15,13 +15,16 @@ transaction with one batched read of the trees it touches and one batched write
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from couchpoint import errors, revtree
+from couchpoint.attachments import PreparedAttachment, decoded_bytes, store_inline
+from couchpoint.attachments import validate_name as validate_attachment_name
 from couchpoint.config import Settings
 from couchpoint.document import LOCAL_PREFIX, IncomingDoc, render_doc, split_doc, validate_docid
 from couchpoint.notify import ChangeNotifier, SeqWatcher
@@ -54,11 +57,17 @@ class ReadOptions:
     deleted_conflicts: bool = False
     local_seq: bool = False
     latest: bool = False
+    attachments: bool = False
+    att_encoding_info: bool = False
+    atts_since: tuple[RevKey, ...] | None = None
 
     @classmethod
-    def from_flags(cls, flags: Mapping[str, bool]) -> ReadOptions:
+    def from_flags(cls, flags: Mapping[str, bool], atts_since: Sequence[RevKey] | None = None) -> ReadOptions:
         meta = flags.get("meta", False)
         return cls(
+            attachments=flags.get("attachments", False),
+            att_encoding_info=flags.get("att_encoding_info", False),
+            atts_since=None if atts_since is None else tuple(atts_since),
             revs=flags.get("revs", False),
             revs_info=flags.get("revs_info", False) or meta,
             conflicts=flags.get("conflicts", False) or meta,
@@ -66,6 +75,11 @@ class ReadOptions:
             local_seq=flags.get("local_seq", False),
             latest=flags.get("latest", False),
         )
+
+
+Rendered = tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]
+"""A document as sent, plus the ``(name, stored metadata)`` of each attachment whose
+stored bytes follow it in a multipart body (empty for JSON)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +102,12 @@ def _error_entry(doc_id: str | None, err: errors.CouchError, rev: str | None = N
 class Database:
     """One database: the operations the HTTP layer calls.  Created by :class:`Server`."""
 
-    def __init__(self, store: DbStore, notifier: ChangeNotifier, settings: Settings, revs_limit: int) -> None:
+    def __init__(
+        self, store: DbStore, notifier: ChangeNotifier, settings: Settings, revs_limit: int, storage: Storage
+    ) -> None:
         self.name = store.name
         self.store = store
+        self.storage = storage
         self.notifier = notifier
         self.settings = settings
         self.revs_limit = revs_limit
@@ -152,6 +169,7 @@ class Database:
             if not new_edits and not doc_id.startswith(LOCAL_PREFIX):
                 replicated_path(doc.rev, doc.revisions)  # 400 for the whole request
             items.append(WriteItem(doc_id, doc))
+        items = [await self.prepare_attachments(item) for item in items]
         results = await self.write(items, new_edits)
         if new_edits:
             return results
@@ -177,9 +195,15 @@ class Database:
                 tree = trees.get(item.id, RevTree.empty())
                 doc = item.doc
                 try:
-                    self._check_size(item.id, doc.body)
                     if new_edits:
-                        new_tree, key = interactive_edit(tree, doc.rev, deleted=doc.deleted, body=doc.body)
+                        hash_body = {k: v for k, v in doc.body.items() if k != "_attachments"}
+                        new_tree, key = interactive_edit(
+                            tree,
+                            doc.rev,
+                            deleted=doc.deleted,
+                            body=hash_body,
+                            attachment_digests=_digests(doc.body),
+                        )
                     else:
                         path = replicated_path(doc.rev, doc.revisions)
                         key = path[-1]
@@ -187,13 +211,17 @@ class Database:
                         if tag == "internal_node":
                             results.append({"ok": True, "id": item.id, "rev": format_rev(key)})
                             continue
+                    body, blobs = await self._finalize_attachments(
+                        txn, item.id, doc.body, new_tree, key, new_edits, bodies.get(item.id, [])
+                    )
+                    self._check_size(item.id, body)
                 except errors.CouchError as err:
                     rev = None if new_edits else format_rev(replicated_path(doc.rev, doc.revisions)[-1])
                     results.append(_error_entry(item.id, err, rev))
                     continue
                 rev = format_rev(key)
                 trees[item.id] = new_tree
-                bodies.setdefault(item.id, []).append(Revision(item.id, rev, doc.deleted, doc.body))
+                bodies.setdefault(item.id, []).append(Revision(item.id, rev, doc.deleted, body, blobs))
                 changed[item.id] = None
                 results.append({"ok": True, "id": item.id, "rev": rev})
             writes = [self._doc_write(doc_id, trees[doc_id], bodies[doc_id]) for doc_id in changed]
@@ -211,6 +239,93 @@ class Database:
         limit = self.settings.max_document_size
         if limit and len(body) and _json_size(body) > limit:
             raise errors.document_too_large(doc_id)
+
+    async def prepare_attachments(self, item: WriteItem) -> WriteItem:
+        """Store the inline ``data`` attachments of a document as blobs (before its write
+        transaction) and return the item with :class:`PreparedAttachment` entries."""
+        atts = item.doc.body.get("_attachments")
+        if not isinstance(atts, dict) or not any(
+            isinstance(e, dict) and "data" in e and not e.get("stub") for e in atts.values()
+        ):
+            return item
+        prepared: dict[str, Any] = {}
+        for name, entry in atts.items():
+            validate_attachment_name(name)
+            if isinstance(entry, dict) and "data" in entry and not entry.get("stub"):
+                prepared[name] = await store_inline(
+                    self.storage,
+                    entry,
+                    compressible_types=self.settings.compressible_types,
+                    max_size=self.settings.max_attachment_size,
+                    name=name,
+                )
+            else:
+                prepared[name] = entry
+        doc = item.doc
+        body = {**doc.body, "_attachments": prepared}
+        return WriteItem(item.id, IncomingDoc(doc.id, doc.rev, doc.revisions, doc.deleted, body))
+
+    async def _finalize_attachments(
+        self,
+        txn: Any,
+        doc_id: str,
+        body: dict[str, Any],
+        tree: RevTree,
+        key: RevKey,
+        new_edits: bool,
+        pending: Sequence[Revision],
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """Turn a new revision's ``_attachments`` into stored metadata (§4.7).
+
+        Prepared bodies get their ``revpos``; stubs are resolved against the nearest
+        ancestor with a stored body (412 ``missing_stub`` when that fails).  Returns the
+        body to store and the blob keys it references.
+        """
+        atts = body.get("_attachments")
+        if atts is None:
+            return body, ()
+        if not isinstance(atts, dict):
+            raise errors.doc_validation("Bad special document member: _attachments")
+        ancestor: dict[str, Any] | None = None
+        stored: dict[str, Any] = {}
+        for name, entry in atts.items():
+            validate_attachment_name(name)
+            if isinstance(entry, PreparedAttachment):
+                revpos = key[0] if new_edits or entry.revpos is None else entry.revpos
+                stored[name] = {**entry.meta, "revpos": revpos}
+                continue
+            if not isinstance(entry, dict):
+                raise errors.BadRequest(f"Invalid attachment {name}")
+            if entry.get("stub") is True:
+                if ancestor is None:
+                    ancestor = await self._ancestor_attachments(txn, doc_id, tree, key, pending)
+                found = ancestor.get(name)
+                revpos = entry.get("revpos")
+                if found is None or (isinstance(revpos, int) and revpos != found.get("revpos")):
+                    raise errors.CouchError(
+                        f"Invalid attachment stub in {doc_id} for {name}", status=412, error="missing_stub"
+                    )
+                stored[name] = found
+                continue
+            if entry.get("follows") is True:
+                raise errors.BadRequest(f"Attachment {name} is marked as following but has no part")
+            raise errors.BadRequest(f"Invalid attachment {name}: expected data, stub or follows")
+        blobs = tuple(dict.fromkeys(m["blob"] for m in stored.values()))
+        return {**body, "_attachments": stored}, blobs
+
+    async def _ancestor_attachments(
+        self, txn: Any, doc_id: str, tree: RevTree, key: RevKey, pending: Sequence[Revision]
+    ) -> dict[str, Any]:
+        """Stored ``_attachments`` of the nearest ancestor of ``key`` that has a body."""
+        ancestors = [format_rev(k) for k in revtree.ancestry(tree, key)[1:]]
+        in_batch = {r.rev: r for r in pending}
+        found = await txn.get_revisions([(doc_id, rev) for rev in ancestors if rev not in in_batch])
+        for rev in ancestors:
+            revision = in_batch.get(rev) or found.get((doc_id, rev))
+            if revision is not None:
+                atts = revision.body.get("_attachments")
+                return atts if isinstance(atts, dict) else {}
+        return {}
 
     async def _write_local(self, txn: Any, item: WriteItem) -> dict[str, Any]:
         name = item.id[len(LOCAL_PREFIX) :]
@@ -245,7 +360,8 @@ class Database:
         incoming = IncomingDoc(doc_id, doc_rev, doc.revisions, doc.deleted, doc.body)
         if not new_edits:
             replicated_path(incoming.rev, incoming.revisions)
-        [result] = await self.write([WriteItem(doc_id, incoming)], new_edits)
+        item = await self.prepare_attachments(WriteItem(doc_id, incoming))
+        [result] = await self.write([item], new_edits)
         if "error" in result:
             raise _entry_error(result)
         return result["rev"], incoming.deleted
@@ -270,8 +386,11 @@ class Database:
     async def _doc_info(self, doc_id: str) -> DocInfo | None:
         return (await self.store.get_docs([doc_id])).get(doc_id)
 
-    async def get_doc(self, doc_id: str, *, rev: str | None, options: ReadOptions) -> dict[str, Any]:
-        """``GET /{db}/{docid}`` (§7.4).  404 ``missing`` / ``deleted``."""
+    async def get_doc(
+        self, doc_id: str, *, rev: str | None, options: ReadOptions, multipart: bool = False
+    ) -> Rendered:
+        """``GET /{db}/{docid}`` (§7.4): the document and, when ``multipart``, the
+        attachments whose stored bodies follow it.  404 ``missing`` / ``deleted``."""
         info = await self._doc_info(doc_id)
         if info is None:
             raise errors.missing()
@@ -285,18 +404,24 @@ class Database:
             key = parse_rev(rev)
             if key not in tree or tree[key].missing:
                 raise errors.missing()
-        [doc] = await self._render(info, [key], options)
-        if doc is None:
+        [rendered] = await self._render(info, [key], options, multipart=multipart)
+        if rendered is None:
             raise errors.missing()
-        return doc
+        return rendered
 
     async def _render(
-        self, info: DocInfo, keys: Sequence[RevKey], options: ReadOptions
-    ) -> list[dict[str, Any] | None]:
+        self, info: DocInfo, keys: Sequence[RevKey], options: ReadOptions, *, multipart: bool = False
+    ) -> list[Rendered | None]:
         revisions = await self.store.get_revisions([(info.id, format_rev(k)) for k in keys])
-        return [
-            self._render_one(info, key, revisions.get((info.id, format_rev(key))), options) for key in keys
-        ]
+        out: list[Rendered | None] = []
+        for key in keys:
+            revision = revisions.get((info.id, format_rev(key)))
+            doc = self._render_one(info, key, revision, options)
+            if doc is None or revision is None:
+                out.append(None)
+            else:
+                out.append(await self._attachment_bodies(doc, info, key, revision, options, multipart))
+        return out
 
     def _render_one(
         self, info: DocInfo, key: RevKey, revision: Revision | None, options: ReadOptions
@@ -304,7 +429,13 @@ class Database:
         if revision is None:
             return None
         tree = info.tree
-        doc = render_doc(info.id, revision.rev, revision.deleted, revision.body)
+        doc = render_doc(
+            info.id,
+            revision.rev,
+            revision.deleted,
+            revision.body,
+            att_encoding_info=options.att_encoding_info,
+        )
         if options.revs:
             doc["_revisions"] = revtree.revisions(tree, key, self.revs_limit)
         if options.revs_info:
@@ -320,6 +451,87 @@ class Database:
         if options.local_seq:
             doc["_local_seq"] = info.seq
         return doc
+
+    def _names_with_bodies(
+        self, info: DocInfo, key: RevKey, atts: dict[str, Any], options: ReadOptions, multipart: bool
+    ) -> list[str]:
+        """Which attachments travel with their bodies (§7.4, §7.5): all of them with
+        ``attachments=true`` (and by default in multipart); with ``atts_since`` only those
+        whose ``revpos`` is newer than the newest listed rev in the doc's ancestry."""
+        if options.atts_since is not None:
+            ancestry = set(revtree.ancestry(info.tree, key))
+            depths = [k[0] for k in options.atts_since if k in ancestry]
+            if depths:
+                cutoff = max(depths)
+                return [n for n, m in atts.items() if int(m.get("revpos", 0)) > cutoff]
+            return list(atts)
+        if options.attachments or multipart:
+            return list(atts)
+        return []
+
+    async def _attachment_bodies(
+        self,
+        doc: dict[str, Any],
+        info: DocInfo,
+        key: RevKey,
+        revision: Revision,
+        options: ReadOptions,
+        multipart: bool,
+    ) -> Rendered:
+        atts = revision.body.get("_attachments")
+        if not isinstance(atts, dict) or not atts:
+            return doc, []
+        names = self._names_with_bodies(info, key, atts, options, multipart)
+        if not names:
+            return doc, []
+        shown = dict(doc["_attachments"])
+        follows: list[tuple[str, dict[str, Any]]] = []
+        for name in names:
+            meta = atts[name]
+            entry: dict[str, Any] = {k: meta[k] for k in ("content_type", "revpos", "digest") if k in meta}
+            if multipart:
+                entry["length"] = meta.get("length", 0)
+                entry["follows"] = True
+                if meta.get("encoding"):
+                    entry["encoding"] = meta["encoding"]
+                    entry["encoded_length"] = meta["encoded_length"]
+                follows.append((name, meta))
+            else:
+                if options.att_encoding_info and meta.get("encoding"):
+                    entry["encoding"] = meta["encoding"]
+                    entry["encoded_length"] = meta["encoded_length"]
+                data = await decoded_bytes(self.storage, meta)
+                entry["data"] = base64.b64encode(data).decode("ascii")
+            shown[name] = entry
+        doc["_attachments"] = shown
+        return doc, follows
+
+    async def attachment(self, doc_id: str, name: str, rev: str | None) -> dict[str, Any]:
+        """Stored metadata of attachment ``name`` of the winner (or of ``rev``).
+
+        404 ``missing``/``deleted`` for the doc, 404 "Document is missing attachment"."""
+        info = await self._doc_info(doc_id)
+        if info is None:
+            raise errors.missing()
+        if rev is None:
+            key = revtree.winner(info.tree)
+            assert key is not None
+            if info.tree[key].deleted:
+                raise errors.deleted()
+        else:
+            key = parse_rev(rev)
+            if key not in info.tree:
+                raise errors.missing()
+        revision = (await self.store.get_revisions([(doc_id, format_rev(key))])).get(
+            (doc_id, format_rev(key))
+        )
+        if revision is None:
+            raise errors.missing()
+        atts = revision.body.get("_attachments")
+        meta = atts.get(name) if isinstance(atts, dict) else None
+        if not isinstance(meta, dict) or "blob" not in meta:
+            raise errors.NotFound("Document is missing attachment")
+        return meta
 
     def _resolve_revs(
         self, tree: RevTree, requested: Sequence[str] | None, latest: bool
@@ -343,12 +555,13 @@ class Database:
         return out
 
     async def open_revs(
-        self, doc_id: str, revs: Sequence[str] | None, options: ReadOptions
-    ) -> list[dict[str, Any]]:
-        """``GET /{db}/{docid}?open_revs=…`` (§5.8, §7.4).
+        self, doc_id: str, revs: Sequence[str] | None, options: ReadOptions, *, multipart: bool = False
+    ) -> list[Rendered | str]:
+        """``GET /{db}/{docid}?open_revs=…`` (§5.8, §7.4, §7.5).
 
-        ``revs=None`` means ``all`` (every leaf; 404 if the doc does not exist).  Returns
-        ``[{"ok": doc} | {"missing": rev}]`` in request order.
+        ``revs=None`` means ``all`` (every leaf; 404 if the doc does not exist).  Returns,
+        in request order, a :data:`Rendered` document or the rev string of a missing
+        revision.
         """
         for rev in revs or ():
             parse_rev(rev)
@@ -356,29 +569,33 @@ class Database:
         if info is None:
             if revs is None:
                 raise errors.missing()
-            return [{"missing": rev} for rev in revs]
+            return list(revs)
         wanted = self._resolve_revs(info.tree, revs, options.latest)
         keys = [k for k in wanted if isinstance(k, tuple)]
-        rendered = dict(zip(keys, await self._render(info, keys, options), strict=True))
-        out: list[dict[str, Any]] = []
+        rendered = dict(zip(keys, await self._render(info, keys, options, multipart=multipart), strict=True))
+        out: list[Rendered | str] = []
         for entry in wanted:
             if isinstance(entry, str):
-                out.append({"missing": entry})
+                out.append(entry)
             else:
-                doc = rendered[entry]
-                out.append({"ok": doc} if doc is not None else {"missing": format_rev(entry)})
+                found = rendered[entry]
+                out.append(found if found is not None else format_rev(entry))
         return out
 
-    async def bulk_get(self, docs: object, options: ReadOptions) -> list[dict[str, Any]]:
+    async def bulk_get(
+        self, docs: object, options: ReadOptions, *, multipart: bool = False
+    ) -> list[dict[str, Any]]:
         """``POST /{db}/_bulk_get`` (§7.3): one result per entry, in request order.
 
-        Per-entry problems become ``{"error": {"id", "rev", "error", "reason"}}``.
+        Per-entry problems become ``{"error": {"id", "rev", "error", "reason"}}``.  With
+        ``multipart`` each ``"ok"`` value is a :data:`Rendered` pair (doc, following
+        attachments) instead of the doc.
         """
         if not isinstance(docs, list):
             raise errors.BadRequest("Missing JSON list of 'docs'.")
         ids = [d["id"] for d in docs if isinstance(d, dict) and isinstance(d.get("id"), str)]
         infos = await self.store.get_docs(list(dict.fromkeys(ids)))
-        plans: list[tuple[Any, Any, list[RevKey | str] | errors.CouchError, str | None]] = []
+        plans: list[tuple[Any, Any, list[RevKey | str] | errors.CouchError, ReadOptions | None]] = []
         wanted_keys: list[tuple[str, str]] = []
         for entry in docs:
             if not isinstance(entry, dict):
@@ -401,11 +618,19 @@ class Database:
             except errors.CouchError as err:
                 plans.append((doc_id, rev, err, None))
                 continue
-            plans.append((doc_id, rev, wanted, None))
+            since = entry.get("atts_since")
+            entry_options = options
+            if isinstance(since, list) and since:
+                try:
+                    entry_options = replace(options, atts_since=tuple(parse_rev(r) for r in since))
+                except errors.CouchError as err:
+                    plans.append((doc_id, rev, err, None))
+                    continue
+            plans.append((doc_id, rev, wanted, entry_options))
             wanted_keys.extend((doc_id, format_rev(k)) for k in wanted if isinstance(k, tuple))
         revisions = await self.store.get_revisions(wanted_keys)
         results: list[dict[str, Any]] = []
-        for doc_id, rev, plan, _ in plans:
+        for doc_id, rev, plan, entry_options in plans:
             shown_rev = rev if rev is not None else ("undefined" if doc_id is not None else None)
             if isinstance(plan, errors.CouchError):
                 results.append({"id": doc_id, "docs": [{"error": _bulk_get_error(doc_id, shown_rev, plan)}]})
@@ -416,11 +641,15 @@ class Database:
                 if isinstance(item, str):
                     entries.append({"error": _bulk_get_error(doc_id, item, errors.missing())})
                     continue
-                doc = self._render_one(info, item, revisions.get((doc_id, format_rev(item))), options)
-                if doc is None:
+                revision = revisions.get((doc_id, format_rev(item)))
+                doc = self._render_one(info, item, revision, entry_options or options)
+                if doc is None or revision is None:
                     entries.append({"error": _bulk_get_error(doc_id, format_rev(item), errors.missing())})
                 else:
-                    entries.append({"ok": doc})
+                    rendered = await self._attachment_bodies(
+                        doc, info, item, revision, entry_options or options, multipart
+                    )
+                    entries.append({"ok": rendered if multipart else rendered[0]})
             if not entries:
                 entries.append({"error": _bulk_get_error(doc_id, shown_rev, errors.missing())})
             results.append({"id": doc_id, "docs": entries})
@@ -594,6 +823,19 @@ def _local_rev(rev: object) -> int | None:
     raise errors.invalid_rev()
 
 
+def _digests(body: dict[str, Any]) -> list[str]:
+    atts = body.get("_attachments")
+    if not isinstance(atts, dict):
+        return []
+    out = []
+    for name in sorted(atts):
+        entry = atts[name]
+        meta = entry.meta if isinstance(entry, PreparedAttachment) else entry
+        if isinstance(meta, dict) and isinstance(meta.get("digest"), str):
+            out.append(f"{name}:{meta['digest']}")
+    return out
+
+
 def _json_size(body: dict[str, Any]) -> int:
     import orjson
 
@@ -663,7 +905,9 @@ class Server:
         db = self._dbs.get(name)
         if db is None or db.store is not store:
             info = await store.info()
-            db = Database(store, ChangeNotifier(info.update_seq), self.settings, info.revs_limit)
+            db = Database(
+                store, ChangeNotifier(info.update_seq), self.settings, info.revs_limit, self.storage
+            )
             self._dbs[name] = db
             self.watcher.attach(name, db.notifier, store)
         return db

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from couchpoint import errors
+from couchpoint.attachments import stub
 from couchpoint.revs import RevKey, parse_rev, parse_revisions
 
 DESIGN_PREFIX = "_design/"
@@ -121,12 +122,22 @@ def parse_local_rev(rev: object) -> RevKey:
     raise errors.invalid_rev()
 
 
-def render_doc(doc_id: str, rev: str, deleted: bool, body: dict[str, Any]) -> dict[str, Any]:
+def render_doc(
+    doc_id: str, rev: str, deleted: bool, body: dict[str, Any], *, att_encoding_info: bool = False
+) -> dict[str, Any]:
     """The JSON a client gets for one revision: ``_id``, ``_rev``, ``_deleted`` (only when
-    true), then the stored body."""
+    true), then the stored body, with stored attachments shown as stubs."""
     out: dict[str, Any] = {"_id": doc_id, "_rev": rev}
     if deleted:
         out["_deleted"] = True
     for key, value in body.items():
         out[key] = value
+    atts = body.get("_attachments")
+    if isinstance(atts, dict):
+        out["_attachments"] = {
+            name: stub(meta, encoding_info=att_encoding_info)
+            if isinstance(meta, dict) and "blob" in meta
+            else meta
+            for name, meta in atts.items()
+        }
     return out

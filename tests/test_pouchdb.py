@@ -487,16 +487,7 @@ def _read_line(stream: Any, timeout: float) -> str:
     "stop",
     [
         "kill",
-        pytest.param(
-            "term",
-            marks=pytest.mark.xfail(
-                raises=SlowShutdown,
-                strict=True,
-                reason="couchpoint bug: on SIGTERM uvicorn waits for open requests without a timeout, "
-                "and a PouchDB live sync always holds a _changes?feed=longpoll&heartbeat=10000 "
-                "request, so `couchpoint serve` does not exit while a live client is connected",
-            ),
-        ),
+        "term",
     ],
 )
 def test_live_sync_survives_server_restart(tmp_path: Path, stop: str) -> None:

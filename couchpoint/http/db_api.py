@@ -87,7 +87,17 @@ async def bulk_get(ctx: Ctx, db: str) -> Response:
     body = await ctx.json_object()
     if "docs" not in body or not isinstance(body["docs"], list):
         raise errors.BadRequest("Missing JSON list of 'docs'.")
-    results = await database.bulk_get(body["docs"], _read_options(ctx, body))
+    accept = [
+        item.split(";", 1)[0].strip().lower() for item in ctx.request.headers.get("accept", "").split(",")
+    ]
+    multipart = not {"application/json", "application/*", "*/*"} & set(accept) and bool(
+        {"multipart/mixed", "multipart/related"} & set(accept)
+    )
+    results = await database.bulk_get(body["docs"], _read_options(ctx, body), multipart=multipart)
+    if multipart:
+        from couchpoint.http.doc_api import bulk_get_multipart
+
+        return bulk_get_multipart(database, results)
     return json_response({"results": results})
 
 
@@ -181,7 +191,7 @@ async def all_docs(ctx: Ctx, db: str, *, design_only: bool = False) -> Response:
     if "keys" in ctx.query:
         value = ctx.json_param("keys")
         if not isinstance(value, list):
-            raise errors.CouchError("`keys` must be an array", status=400, error="query_parse_error")
+            raise errors.BadRequest("`keys` parameter must be an array.")
         keys = value
     if "key" in ctx.query:
         keys = [ctx.json_param("key")]

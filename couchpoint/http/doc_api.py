@@ -13,10 +13,13 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from couchpoint import errors
-from couchpoint.database import Database, ReadOptions
+from couchpoint.attachments import read_stored, stored_length
+from couchpoint.database import Database, ReadOptions, Rendered
 from couchpoint.document import LOCAL_PREFIX, validate_docid
+from couchpoint.http import attachment_api
 from couchpoint.http.common import Ctx, json_response
 from couchpoint.http.db_api import READ_FLAGS
+from couchpoint.revs import RevKey, parse_rev
 
 DOC_METHODS = "COPY,DELETE,GET,HEAD,POST,PUT"
 
@@ -63,7 +66,8 @@ async def post_doc(ctx: Ctx, db: str) -> Response:
 
 
 def _read_options(ctx: Ctx) -> ReadOptions:
-    return ReadOptions.from_flags({name: ctx.flag(name) for name in READ_FLAGS})
+    flags = {name: ctx.flag(name) for name in (*READ_FLAGS, "attachments", "att_encoding_info")}
+    return ReadOptions.from_flags(flags, _atts_since(ctx))
 
 
 def _accepts_multipart(ctx: Ctx) -> bool:
@@ -86,18 +90,114 @@ def _accepts_multipart(ctx: Ctx) -> bool:
     return False
 
 
-async def _multipart_mixed(results: list[dict[str, Any]], boundary: str) -> AsyncIterator[bytes]:
-    """``open_revs`` as ``multipart/mixed`` (§7.5): one JSON part per revision, and
+def _part(headers: list[str], body: bytes, boundary: bytes) -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers).encode()
+    return b"--" + boundary + b"\r\n" + head + b"\r\n" + body + b"\r\n"
+
+
+async def _related(
+    database: Database, doc: dict[str, Any], follows: list[tuple[str, dict[str, Any]]], boundary: bytes
+) -> AsyncIterator[bytes]:
+    """A ``multipart/related`` body: the JSON doc, then each following attachment's
+    stored bytes, in the order of the doc's ``_attachments`` (§7.5, §7.6)."""
+    yield _part(["Content-Type: application/json"], orjson.dumps(doc), boundary)
+    for name, meta in follows:
+        headers = [
+            f'Content-Disposition: attachment; filename="{_quote_filename(name)}"',
+            f"Content-Type: {meta.get('content_type', 'application/octet-stream')}",
+            f"Content-Length: {stored_length(meta)}",
+        ]
+        if meta.get("encoding"):
+            headers.append(f"Content-Encoding: {meta['encoding']}")
+        yield b"--" + boundary + b"\r\n" + "".join(f"{h}\r\n" for h in headers).encode() + b"\r\n"
+        async for chunk in read_stored(database.storage, meta):
+            yield chunk
+        yield b"\r\n"
+    yield b"--" + boundary + b"--"
+
+
+def _quote_filename(name: str) -> str:
+    return name.replace("\\", "\\\\").replace('"', '\\"')
+
+
+async def _multipart_mixed(
+    database: Database, results: list[Rendered | str], boundary: bytes
+) -> AsyncIterator[bytes]:
+    """``open_revs`` as ``multipart/mixed`` (§7.5): a JSON part per revision without
+    attachment bodies, a nested ``multipart/related`` part per revision with them, and
     ``application/json; error="true"`` parts for missing revisions."""
     for result in results:
-        if "ok" in result:
-            head = b"Content-Type: application/json"
-            body = orjson.dumps(result["ok"])
-        else:
-            head = b'Content-Type: application/json; error="true"'
-            body = orjson.dumps(result)
-        yield b"--" + boundary.encode() + b"\r\n" + head + b"\r\n\r\n" + body + b"\r\n"
-    yield b"--" + boundary.encode() + b"--"
+        if isinstance(result, str):
+            yield _part(
+                ['Content-Type: application/json; error="true"'], orjson.dumps({"missing": result}), boundary
+            )
+            continue
+        doc, follows = result
+        if not follows:
+            yield _part(["Content-Type: application/json"], orjson.dumps(doc), boundary)
+            continue
+        inner = multipart_boundary().encode()
+        yield b"--" + boundary + b'\r\nContent-Type: multipart/related; boundary="' + inner + b'"\r\n\r\n'
+        async for chunk in _related(database, doc, follows, inner):
+            yield chunk
+        yield b"\r\n"
+    yield b"--" + boundary + b"--"
+
+
+async def _bulk_get_parts(
+    database: Database, results: list[dict[str, Any]], boundary: bytes
+) -> AsyncIterator[bytes]:
+    delimiter = b"\r\n--" + boundary + b"\r\n"
+    for result in results:
+        for entry in result["docs"]:
+            if "error" in entry:
+                error = {k: v for k, v in entry["error"].items() if k != "id"}
+                yield (
+                    delimiter + b'Content-Type: application/json; error="true"\r\n\r\n' + orjson.dumps(error)
+                )
+                continue
+            doc, follows = entry["ok"]
+            if not follows:
+                yield delimiter + b"Content-Type: application/json\r\n\r\n" + orjson.dumps(doc)
+                continue
+            inner = multipart_boundary().encode()
+            yield (
+                delimiter
+                + b'Content-Type: multipart/related; boundary="'
+                + inner
+                + b'"\r\nX-Doc-Id: '
+                + quote(doc["_id"]).encode()
+                + b"\r\nX-Rev-Id: "
+                + doc["_rev"].encode()
+                + b"\r\n\r\n"
+            )
+            async for chunk in _related(database, doc, follows, inner):
+                yield chunk
+    yield b"\r\n--" + boundary + b"--"
+
+
+def bulk_get_multipart(database: Database, results: list[dict[str, Any]]) -> Response:
+    """``_bulk_get`` as ``multipart/mixed`` (§7.3 multipart variant): CouchDB's layout,
+    with a boundary starting with ``--``."""
+    boundary = "--" + multipart_boundary()
+    return StreamingResponse(
+        _bulk_get_parts(database, results, boundary.encode()),
+        media_type=f'multipart/mixed; boundary="{boundary}"',
+    )
+
+
+def multipart_boundary() -> str:
+    """32 random hex characters, as CouchDB uses."""
+    return secrets.token_hex(16)
+
+
+def _atts_since(ctx: Ctx) -> list[RevKey] | None:
+    value = ctx.json_param("atts_since")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise errors.BadRequest("`atts_since` must be a JSON array of revisions")
+    return [parse_rev(rev) for rev in value]
 
 
 async def _get_doc(ctx: Ctx, database: Database, doc_id: str) -> Response:
@@ -115,30 +215,54 @@ async def _get_doc(ctx: Ctx, database: Database, doc_id: str) -> Response:
             if not isinstance(parsed, list) or not all(isinstance(r, str) for r in parsed):
                 raise errors.BadRequest("`open_revs` must be a JSON array of revisions")
             revs = parsed
-        results = await database.open_revs(doc_id, revs, options)
-        if _accepts_multipart(ctx):
-            boundary = secrets.token_hex(16)
+        multipart = _accepts_multipart(ctx)
+        results = await database.open_revs(doc_id, revs, options, multipart=multipart)
+        if multipart:
+            boundary = multipart_boundary()
             return StreamingResponse(
-                _multipart_mixed(results, boundary),
+                _multipart_mixed(database, results, boundary.encode()),
                 media_type=f'multipart/mixed; boundary="{boundary}"',
             )
-        return json_response(results)
-    doc = await database.get_doc(doc_id, rev=ctx.query.get("rev"), options=options)
+        return json_response([{"missing": r} if isinstance(r, str) else {"ok": r[0]} for r in results])
+    related = options.attachments and _accepts(ctx, "multipart/related")
+    doc, follows = await database.get_doc(
+        doc_id, rev=ctx.query.get("rev"), options=options, multipart=related
+    )
+    etag = f'"{doc["_rev"]}"'
+    if related and follows:
+        boundary = multipart_boundary()
+        response: Response = StreamingResponse(
+            _related(database, doc, follows, boundary.encode()),
+            media_type=f'multipart/related; boundary="{boundary}"',
+        )
+        response.headers["ETag"] = etag
+        return response
     response = json_response(doc)
     if not (options.conflicts or options.revs_info or options.deleted_conflicts or options.local_seq):
-        etag = f'"{doc["_rev"]}"'
         response.headers["ETag"] = etag
         if ctx.request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
     return response
 
 
+def _accepts(ctx: Ctx, media: str) -> bool:
+    header = ctx.request.headers.get("accept", "")
+    return any(item.split(";", 1)[0].strip().lower() == media for item in header.split(","))
+
+
 async def document(ctx: Ctx, db: str, doc_id: str, attachment: list[str]) -> Response:
     """``/{db}/{docid}[/{att...}]`` for every method."""
-    if attachment:
-        raise errors.not_implemented("Attachments are not supported yet.")
     database = await ctx.server.get_db(db)
     method = ctx.method
+    if attachment:
+        name = "/".join(attachment)
+        if method in ("GET", "HEAD"):
+            return await attachment_api.get(ctx, database, doc_id, name)
+        if method == "PUT":
+            return await attachment_api.put(ctx, database, db, doc_id, name)
+        if method == "DELETE":
+            return await attachment_api.delete(ctx, database, doc_id, name)
+        raise errors.method_not_allowed("DELETE,GET,HEAD,PUT")
     if method in ("GET", "HEAD"):
         return await _get_doc(ctx, database, doc_id)
     if method == "PUT":
@@ -172,7 +296,7 @@ async def _copy(ctx: Ctx, db: str, database: Database, doc_id: str) -> Response:
     from urllib.parse import unquote
 
     target_id = validate_docid(unquote(target))
-    source = await database.get_doc(doc_id, rev=ctx.query.get("rev"), options=ReadOptions())
+    source, _ = await database.get_doc(doc_id, rev=ctx.query.get("rev"), options=ReadOptions())
     body = {k: v for k, v in source.items() if k not in ("_id", "_rev")}
     rev, deleted = await database.put_doc(target_id, body, rev=target_rev, new_edits=True)
     return _write_response(ctx, db, target_id, rev, deleted)

@@ -64,12 +64,6 @@ async def dispatch(ctx: Ctx, auth: Authenticator) -> Response:
         if head not in PUBLIC_SERVER_ENDPOINTS:
             _require_admin(ctx, "You are not a server admin.")
         return await server_api.ENDPOINTS[head](ctx, auth)
-    if head.startswith("_") and head not in ("_users", "_replicator", "_global_changes"):
-        if len(segments) == 1:
-            raise errors.BadRequest(
-                f"Database name '{head}' is invalid. Only lowercase characters (a-z), digits (0-9),"
-                " and any of the characters _, $, (, ), +, -, and / are allowed. Must begin with a letter."
-            )
     _require_admin(ctx, "You are not authorized to access this db.")
     db = head
     if len(segments) == 1:
