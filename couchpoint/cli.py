@@ -4,10 +4,19 @@ Every ``serve`` option can also come from its ``COUCHPOINT_*`` environment varia
 command-line option wins over the environment, which wins over the defaults in
 :class:`couchpoint.config.Settings`.  Settings without an option of their own (CORS, size
 limits, ...) are read from the environment by :meth:`Settings.from_env`.
+
+``--workers N`` (N > 1) runs N uvicorn worker processes on one socket and one SQLite
+file.  uvicorn starts each worker from an import string, so the settings travel through
+the environment: ``serve`` writes the resolved options (and a cookie secret shared by
+all workers) to ``COUCHPOINT_*`` variables, and each worker builds its app with
+:func:`worker_app` from them.  Writes made through one worker wake the ``_changes``
+feeds of the others through :class:`couchpoint.notify.SeqWatcher` (``docs/feeds.md``).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +34,25 @@ def build_app(settings: Settings) -> Any:
     from couchpoint.http.app import create_app
 
     return create_app(settings=settings)
+
+
+def worker_app() -> Any:
+    """The app of one ``serve --workers N`` worker process: settings from ``COUCHPOINT_*``
+    (written by ``serve``; uvicorn calls this factory in each worker)."""
+    return build_app(Settings.from_env())
+
+
+def _worker_environment(settings: Settings) -> dict[str, str]:
+    """What a worker needs from the parent: the options given on the command line, and one
+    cookie secret for all (else each worker signs ``AuthSession`` cookies with its own
+    random key, and a cookie made by one is refused by the others)."""
+    return {
+        "COUCHPOINT_HOST": settings.host,
+        "COUCHPOINT_PORT": str(settings.port),
+        "COUCHPOINT_DATA_DIR": str(Path(settings.data_dir).resolve()),
+        "COUCHPOINT_LOG_LEVEL": settings.log_level,
+        "COUCHPOINT_SECRET": settings.secret or secrets.token_hex(32),
+    }
 
 
 def _url(host: str, port: int) -> str:
@@ -69,7 +97,18 @@ def main() -> None:
     show_default=Settings.log_level,
     help="uvicorn's log level.",
 )
-def serve(host: str | None, port: int | None, data_dir: Path | None, log_level: str | None) -> None:
+@click.option(
+    "--workers",
+    envvar="COUCHPOINT_WORKERS",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_envvar=True,
+    show_default=True,
+    help="Worker processes sharing the port and the SQLite file.",
+)
+def serve(
+    host: str | None, port: int | None, data_dir: Path | None, log_level: str | None, workers: int
+) -> None:
     """Serve the CouchDB replication API over HTTP."""
     try:
         settings = Settings.from_env(
@@ -84,14 +123,23 @@ def serve(host: str | None, port: int | None, data_dir: Path | None, log_level: 
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.FileError(str(settings.data_dir), hint=str(exc)) from exc
-    app = build_app(settings)
+    app: Any
+    options: dict[str, Any] = {}
+    if workers == 1:
+        app = build_app(settings)
+    else:
+        os.environ.update(_worker_environment(settings))
+        app = "couchpoint.cli:worker_app"
+        options = {"factory": True, "workers": workers}
     click.echo(
         f"couchpoint {__version__} serving {_url(settings.host, settings.port)}"
-        f" (data file: {settings.sqlite_path.resolve()})",
+        f" (data file: {settings.sqlite_path.resolve()}"
+        f"{f', {workers} workers' if workers > 1 else ''})",
         err=True,
     )
     uvicorn.run(
         app,
+        **options,
         host=settings.host,
         port=settings.port,
         server_header=False,
