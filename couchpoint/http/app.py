@@ -25,9 +25,11 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from starlette.applications import Starlette
+from starlette.datastructures import URLPath
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from couchpoint import errors
@@ -131,6 +133,23 @@ class CouchRouter:
         await response(scope, receive, send)
 
 
+class _CatchAll(BaseRoute):
+    """A route that takes every HTTP request (the CouchDB router does its own routing on
+    ``raw_path``; Starlette's path patterns would reject ids containing a newline)."""
+
+    def __init__(self, app: CouchRouter) -> None:
+        self.app = app
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        return (Match.FULL, {}) if scope["type"] == "http" else (Match.NONE, {})
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def create_app(
     storage: Storage | None = None, settings: Settings | None = None, **overrides: Any
 ) -> Starlette:
@@ -168,7 +187,7 @@ def create_app(
             Middleware(CouchCORS, origins=settings.cors_origins, credentials=settings.cors_credentials)
         ],
     )
-    app.mount("/", router)
+    app.router.routes.append(_CatchAll(router))
     app.state.server = server
     app.state.settings = settings
     return app
