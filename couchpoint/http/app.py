@@ -47,7 +47,6 @@ _PERCENT_OK = re.compile(rb"%[0-9A-Fa-f]{2}")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 
 
-
 def split_path(raw_path: bytes, *, decode_plus_to_space: bool = False) -> list[str]:
     """Split a raw (still percent-encoded) path into decoded segments.
 

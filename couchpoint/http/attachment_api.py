@@ -119,7 +119,8 @@ async def get(ctx: Ctx, database: Database, doc_id: str, name: str) -> Response:
     return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)
 
 
-async def _bounded(ctx: Ctx) -> AsyncIterator[bytes]:
+async def bounded_body(ctx: Ctx) -> AsyncIterator[bytes]:
+    """The request body as a stream, 413 ``too_large`` past ``max_request_size``."""
     limit = ctx.settings.max_request_size
     size = 0
     async for chunk in ctx.request.stream():
@@ -152,7 +153,7 @@ async def put(ctx: Ctx, database: Database, db: str, doc_id: str, name: str) -> 
     rev = _rev(ctx)
     meta = await store_stream(
         database.storage,
-        _bounded(ctx),
+        bounded_body(ctx),
         ctx.request.headers.get("content-type", "application/octet-stream"),
         content_encoding=ctx.request.headers.get("content-encoding"),
         compressible_types=ctx.settings.compressible_types,

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -13,12 +12,28 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from couchpoint import errors
-from couchpoint.attachments import read_stored, stored_length
+from couchpoint.attachments import PreparedAttachment, read_stored, store_stream, stored_length
 from couchpoint.database import Database, ReadOptions, Rendered
 from couchpoint.document import LOCAL_PREFIX, validate_docid
 from couchpoint.http import attachment_api
 from couchpoint.http.common import Ctx, json_response
 from couchpoint.http.db_api import READ_FLAGS
+from couchpoint.multipart import (
+    Attachment,
+    ErrorPart,
+    JsonPart,
+    MixedPart,
+    Part,
+    RelatedPart,
+    iter_parts,
+    mixed_body,
+    mixed_content_type,
+    multipart_boundary,
+    parse_boundary,
+    read_all,
+    related_body,
+    related_content_type,
+)
 from couchpoint.revs import RevKey, parse_rev
 
 DOC_METHODS = "COPY,DELETE,GET,HEAD,POST,PUT"
@@ -90,105 +105,58 @@ def _accepts_multipart(ctx: Ctx) -> bool:
     return False
 
 
-def _part(headers: list[str], body: bytes, boundary: bytes) -> bytes:
-    head = "".join(f"{h}\r\n" for h in headers).encode()
-    return b"--" + boundary + b"\r\n" + head + b"\r\n" + body + b"\r\n"
+def _attachment_parts(database: Database, follows: list[tuple[str, dict[str, Any]]]) -> list[Attachment]:
+    """Attachment parts streaming each stored body (gzip bytes when stored gzip)."""
+    return [
+        Attachment(
+            name,
+            str(meta.get("content_type", "application/octet-stream")),
+            stored_length(meta),
+            meta.get("encoding"),
+            read_stored(database.storage, meta),
+        )
+        for name, meta in follows
+    ]
 
 
-async def _related(
-    database: Database, doc: dict[str, Any], follows: list[tuple[str, dict[str, Any]]], boundary: bytes
-) -> AsyncIterator[bytes]:
-    """A ``multipart/related`` body: the JSON doc, then each following attachment's
-    stored bytes, in the order of the doc's ``_attachments`` (§7.5, §7.6)."""
-    yield _part(["Content-Type: application/json"], orjson.dumps(doc), boundary)
-    for name, meta in follows:
-        headers = [
-            f'Content-Disposition: attachment; filename="{_quote_filename(name)}"',
-            f"Content-Type: {meta.get('content_type', 'application/octet-stream')}",
-            f"Content-Length: {stored_length(meta)}",
-        ]
-        if meta.get("encoding"):
-            headers.append(f"Content-Encoding: {meta['encoding']}")
-        yield b"--" + boundary + b"\r\n" + "".join(f"{h}\r\n" for h in headers).encode() + b"\r\n"
-        async for chunk in read_stored(database.storage, meta):
-            yield chunk
-        yield b"\r\n"
-    yield b"--" + boundary + b"--"
+def _rendered_part(
+    database: Database, rendered: Rendered, headers: tuple[tuple[str, str], ...] = ()
+) -> MixedPart:
+    doc, follows = rendered
+    if not follows:
+        return JsonPart(orjson.dumps(doc))
+    return RelatedPart(orjson.dumps(doc), _attachment_parts(database, follows), headers=headers)
 
 
-def _quote_filename(name: str) -> str:
-    return name.replace("\\", "\\\\").replace('"', '\\"')
-
-
-async def _multipart_mixed(
-    database: Database, results: list[Rendered | str], boundary: bytes
-) -> AsyncIterator[bytes]:
-    """``open_revs`` as ``multipart/mixed`` (§7.5): a JSON part per revision without
+def _open_revs_parts(database: Database, results: list[Rendered | str]) -> Iterator[MixedPart]:
+    """``open_revs`` as ``multipart/mixed`` parts (§7.5): a JSON part per revision without
     attachment bodies, a nested ``multipart/related`` part per revision with them, and
     ``application/json; error="true"`` parts for missing revisions."""
     for result in results:
         if isinstance(result, str):
-            yield _part(
-                ['Content-Type: application/json; error="true"'], orjson.dumps({"missing": result}), boundary
-            )
-            continue
-        doc, follows = result
-        if not follows:
-            yield _part(["Content-Type: application/json"], orjson.dumps(doc), boundary)
-            continue
-        inner = multipart_boundary().encode()
-        yield b"--" + boundary + b'\r\nContent-Type: multipart/related; boundary="' + inner + b'"\r\n\r\n'
-        async for chunk in _related(database, doc, follows, inner):
-            yield chunk
-        yield b"\r\n"
-    yield b"--" + boundary + b"--"
+            yield ErrorPart(orjson.dumps({"missing": result}))
+        else:
+            yield _rendered_part(database, result)
 
 
-async def _bulk_get_parts(
-    database: Database, results: list[dict[str, Any]], boundary: bytes
-) -> AsyncIterator[bytes]:
-    delimiter = b"\r\n--" + boundary + b"\r\n"
+def _bulk_get_parts(database: Database, results: list[dict[str, Any]]) -> Iterator[MixedPart]:
     for result in results:
         for entry in result["docs"]:
             if "error" in entry:
-                error = {k: v for k, v in entry["error"].items() if k != "id"}
-                yield (
-                    delimiter + b'Content-Type: application/json; error="true"\r\n\r\n' + orjson.dumps(error)
-                )
+                yield ErrorPart(orjson.dumps({k: v for k, v in entry["error"].items() if k != "id"}))
                 continue
-            doc, follows = entry["ok"]
-            if not follows:
-                yield delimiter + b"Content-Type: application/json\r\n\r\n" + orjson.dumps(doc)
-                continue
-            inner = multipart_boundary().encode()
-            yield (
-                delimiter
-                + b'Content-Type: multipart/related; boundary="'
-                + inner
-                + b'"\r\nX-Doc-Id: '
-                + quote(doc["_id"]).encode()
-                + b"\r\nX-Rev-Id: "
-                + doc["_rev"].encode()
-                + b"\r\n\r\n"
-            )
-            async for chunk in _related(database, doc, follows, inner):
-                yield chunk
-    yield b"\r\n--" + boundary + b"--"
+            doc, _ = entry["ok"]
+            headers = (("X-Doc-Id", quote(doc["_id"])), ("X-Rev-Id", doc["_rev"]))
+            yield _rendered_part(database, entry["ok"], headers)
 
 
 def bulk_get_multipart(database: Database, results: list[dict[str, Any]]) -> Response:
-    """``_bulk_get`` as ``multipart/mixed`` (§7.3 multipart variant): CouchDB's layout,
-    with a boundary starting with ``--``."""
+    """``_bulk_get`` as ``multipart/mixed`` (§7.3 multipart variant), with a boundary
+    starting with ``--`` as CouchDB's."""
     boundary = "--" + multipart_boundary()
     return StreamingResponse(
-        _bulk_get_parts(database, results, boundary.encode()),
-        media_type=f'multipart/mixed; boundary="{boundary}"',
+        mixed_body(_bulk_get_parts(database, results), boundary), media_type=mixed_content_type(boundary)
     )
-
-
-def multipart_boundary() -> str:
-    """32 random hex characters, as CouchDB uses."""
-    return secrets.token_hex(16)
 
 
 def _atts_since(ctx: Ctx) -> list[RevKey] | None:
@@ -220,8 +188,8 @@ async def _get_doc(ctx: Ctx, database: Database, doc_id: str) -> Response:
         if multipart:
             boundary = multipart_boundary()
             return StreamingResponse(
-                _multipart_mixed(database, results, boundary.encode()),
-                media_type=f'multipart/mixed; boundary="{boundary}"',
+                mixed_body(_open_revs_parts(database, results), boundary),
+                media_type=mixed_content_type(boundary),
             )
         return json_response([{"missing": r} if isinstance(r, str) else {"ok": r[0]} for r in results])
     related = options.attachments and _accepts(ctx, "multipart/related")
@@ -232,8 +200,8 @@ async def _get_doc(ctx: Ctx, database: Database, doc_id: str) -> Response:
     if related and follows:
         boundary = multipart_boundary()
         response: Response = StreamingResponse(
-            _related(database, doc, follows, boundary.encode()),
-            media_type=f'multipart/related; boundary="{boundary}"',
+            related_body(orjson.dumps(doc), _attachment_parts(database, follows), boundary),
+            media_type=related_content_type(boundary),
         )
         response.headers["ETag"] = etag
         return response
@@ -269,8 +237,9 @@ async def document(ctx: Ctx, db: str, doc_id: str, attachment: list[str]) -> Res
         validate_docid(doc_id)
         content_type = ctx.request.headers.get("content-type", "")
         if content_type.lower().startswith("multipart/related"):
-            raise errors.not_implemented("multipart/related uploads are not supported yet.")
-        body = await ctx.json()
+            body = await _multipart_doc(ctx, database, content_type)
+        else:
+            body = await ctx.json()
         if not isinstance(body, dict):
             raise errors.BadRequest("Document must be a JSON object")
         new_edits = ctx.query.get("new_edits", "true") != "false"
@@ -284,6 +253,64 @@ async def document(ctx: Ctx, db: str, doc_id: str, attachment: list[str]) -> Res
     if method == "COPY":
         return await _copy(ctx, db, database, doc_id)
     raise errors.method_not_allowed(DOC_METHODS)
+
+
+async def _multipart_doc(ctx: Ctx, database: Database, content_type: str) -> dict[str, Any]:
+    """Read a ``multipart/related`` document upload (§7.6): the JSON part first, then one
+    part per ``follows`` attachment in ``_attachments`` order, each streamed into storage
+    as sent (gzip parts stay gzip) and checked against its ``digest`` and length.  The
+    rest of the body is drained before an error is reported."""
+    parts = iter_parts(attachment_api.bounded_body(ctx), parse_boundary(content_type))
+    try:
+        first = await anext(parts, None)
+        if first is None:
+            raise errors.BadRequest("Missing JSON part in multipart/related body")
+        if first.content_type and first.content_type.split(";", 1)[0].strip().lower() != "application/json":
+            raise errors.bad_content_type()
+        try:
+            doc = orjson.loads(await read_all(first, ctx.settings.max_document_size))
+        except orjson.JSONDecodeError:
+            raise errors.BadRequest("invalid UTF-8 JSON") from None
+        if not isinstance(doc, dict):
+            raise errors.BadRequest("Document must be a JSON object")
+        atts = doc.get("_attachments")
+        if isinstance(atts, dict):
+            prepared = dict(atts)
+            for name, entry in atts.items():
+                if isinstance(entry, dict) and entry.get("follows") is True:
+                    part = await anext(parts, None)
+                    if part is None:
+                        raise errors.BadRequest(f"Missing attachment part for {name}")
+                    prepared[name] = await _store_part(ctx, database, name, entry, part)
+            doc["_attachments"] = prepared
+        return doc
+    finally:
+        async for _ in parts:  # drain, so an error reaches a client still sending
+            pass
+
+
+async def _store_part(
+    ctx: Ctx, database: Database, name: str, entry: dict[str, Any], part: Part
+) -> PreparedAttachment:
+    encoding = entry.get("encoding")
+    meta = await store_stream(
+        database.storage,
+        part.stream(),
+        str(entry.get("content_type") or "application/octet-stream"),
+        content_encoding="gzip" if encoding == "gzip" else None,
+        compressible_types=(),
+        max_size=ctx.settings.max_attachment_size,
+        name=name,
+    )
+    expected = entry.get("encoded_length") if encoding == "gzip" else entry.get("length")
+    received = stored_length(meta)
+    if isinstance(expected, int) and expected != received:
+        raise errors.BadRequest(f"Attachment {name} has {received} bytes, expected {expected}")
+    digest = entry.get("digest")
+    if isinstance(digest, str) and digest.startswith("md5-") and digest != meta["digest"]:
+        raise errors.CouchError("Possible message corruption.", status=400, error="content_md5_mismatch")
+    revpos = entry.get("revpos")
+    return PreparedAttachment(meta, revpos if isinstance(revpos, int) and revpos > 0 else None)
 
 
 async def _copy(ctx: Ctx, db: str, database: Database, doc_id: str) -> Response:

@@ -1324,27 +1324,21 @@ def _chain(names: Sequence[str], n: int) -> Scenario:
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    *(_kagency(n) for n in range(1, 7)),
+    *(_kagency(n) for n in range(1, 9)),
     *(_chain(["c01", "c02", "c03", "c04"], n) for n in range(1, 5)),
+    Scenario(C34 + "c06", compare=(C34 + "c06",)),
     Scenario(C34 + "c08", compare=(C34 + "c08",)),
     Scenario(C34 + "c09", compare=(C34 + "c09",)),
     Scenario(C34 + "c11", compare=(C34 + "c11",)),
-    # p01 sends inline attachments: it only sets up p02's starting state here.
+    Scenario(C34 + "p01", compare=(C34 + "p01",)),
     Scenario(C34 + "p02", compare=(C34 + "p02",), setup=(C34 + "p01",)),
     Scenario(C34 + "p04", compare=(C34 + "p04",)),
     Scenario(C34 + "d01", compare=(C34 + "d01",)),
 )
-"""The recordings that must replay cleanly (the required list of the replay issue)."""
+"""The recordings that must replay cleanly: the core issue's list plus the attachment
+recordings (kagency 07/08, c06, p01)."""
 
-ATTACHMENT_RECORDINGS: tuple[Scenario, ...] = (
-    _kagency(7),
-    _kagency(8),
-    Scenario(C34 + "c06", compare=(C34 + "c06",)),
-    Scenario(C34 + "p01", compare=(C34 + "p01",)),
-)
-"""Recordings that exercise attachments; not run until the attachments issue lands."""
-
-ALL_SCENARIOS = {s.name: s for s in (*SCENARIOS, *ATTACHMENT_RECORDINGS)}
+ALL_SCENARIOS = {s.name: s for s in SCENARIOS}
 
 
 # --------------------------------------------------------------------------------------
