@@ -140,11 +140,14 @@ async def revs_limit(ctx: Ctx, db: str) -> Response:
 
 
 async def compact(ctx: Ctx, db: str) -> Response:
-    """``POST /{db}/_compact``: accepted (202).  Rule: couchpoint keeps revision bodies
-    until stemming drops them, so there is nothing to compact (see docs/rules.md)."""
+    """``POST /{db}/_compact``: 202.  Rule: revision bodies are kept until stemming drops
+    them (so stub resolution and ``?rev=`` reads keep working); compaction deletes the
+    attachment blobs no stored revision references any more (after a grace period that
+    spares uploads in flight; see docs/rules.md)."""
     _method(ctx, "POST")
     ctx.require_json_content_type()
     await ctx.server.get_db(db)
+    await ctx.server.storage.collect_garbage()
     return ok(202)
 
 
