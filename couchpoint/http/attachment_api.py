@@ -114,9 +114,12 @@ async def get(ctx: Ctx, database: Database, doc_id: str, name: str) -> Response:
             headers["Content-Range"] = f"bytes {start}-{end}/{length}"
             headers["Content-Length"] = str(end - start + 1)
             body = None if head else read_stored(database.storage, meta, start, end + 1)
+    # The stored type exactly (Starlette's media_type would append "; charset=utf-8"
+    # to text/* types, which CouchDB does not).
+    headers["Content-Type"] = media_type
     if body is None:
-        return Response(status_code=status, headers=headers, media_type=media_type)
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)
+        return Response(status_code=status, headers=headers)
+    return StreamingResponse(body, status_code=status, headers=headers)
 
 
 async def bounded_body(ctx: Ctx) -> AsyncIterator[bytes]:
