@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -27,6 +28,8 @@ from couchpoint.attachments import PreparedAttachment, decoded_bytes, store_inli
 from couchpoint.attachments import validate_name as validate_attachment_name
 from couchpoint.config import Settings
 from couchpoint.document import LOCAL_PREFIX, IncomingDoc, render_doc, split_doc, validate_docid
+from couchpoint.hooks import Hooks
+from couchpoint.hooks import call as call_hook
 from couchpoint.notify import ChangeNotifier, SeqWatcher
 from couchpoint.revs import RevKey, format_rev, parse_rev
 from couchpoint.revtree import RevTree
@@ -103,14 +106,53 @@ class Database:
     """One database: the operations the HTTP layer calls.  Created by :class:`Server`."""
 
     def __init__(
-        self, store: DbStore, notifier: ChangeNotifier, settings: Settings, revs_limit: int, storage: Storage
+        self,
+        store: DbStore,
+        notifier: ChangeNotifier,
+        settings: Settings,
+        revs_limit: int,
+        storage: Storage,
+        hooks: Hooks | None = None,
     ) -> None:
         self.name = store.name
         self.store = store
         self.storage = storage
         self.notifier = notifier
         self.settings = settings
-        self.revs_limit = revs_limit
+        self._shared = {"revs_limit": revs_limit}  # shared with every for_user() view
+        self.hooks = hooks or Hooks()
+        self.user: dict[str, Any] = {"name": None, "roles": ["_admin"]}
+
+    @property
+    def revs_limit(self) -> int:
+        """The stemming depth (``_revs_limit``, default 1000)."""
+        return self._shared["revs_limit"]
+
+    def for_user(self, user: Mapping[str, Any]) -> Database:
+        """This database as seen by ``user`` (``{"name", "roles"}``): the view that hooks
+        (validation, read access) are evaluated for.  Cheap: shares everything else."""
+        view = copy.copy(self)
+        view.user = {"name": user.get("name"), "roles": list(user.get("roles", [])), "db": self.name}
+        return view
+
+    async def security_object(self) -> dict[str, Any]:
+        """The database's ``_security`` object (``{}`` when none is set)."""
+        getter = getattr(self.store, "get_security", None)
+        if getter is None:
+            return {}
+        found = await getter()
+        return dict(found or {})
+
+    # -- read access -----------------------------------------------------------------
+    def visible(self, doc: dict[str, Any] | None) -> bool:
+        """Whether the caller may see ``doc`` (the ``read_access`` hooks; §12.4 note)."""
+        if doc is None:
+            return False
+        return all(reader(doc, self.user) for reader in self.hooks.readers(self.name))
+
+    @property
+    def restricts_reads(self) -> bool:
+        return bool(self.hooks.readers(self.name))
 
     # -- info ------------------------------------------------------------------------
     async def info(self) -> dict[str, Any]:
@@ -139,7 +181,7 @@ class Database:
             raise errors.BadRequest("`revs_limit` must be positive integer")
         async with self.store.write() as txn:
             await txn.set_revs_limit(limit)
-        self.revs_limit = limit
+        self._shared["revs_limit"] = limit
 
     # -- writes ----------------------------------------------------------------------
     def _publish(self, seqs: Sequence[int]) -> None:
@@ -183,6 +225,8 @@ class Database:
         """
         doc_ids = list(dict.fromkeys(i.id for i in items if not i.id.startswith(LOCAL_PREFIX)))
         results: list[dict[str, Any]] = []
+        validators = self.hooks.validators(self.name)
+        security: dict[str, Any] | None = None
         async with self.store.write() as txn:
             stored = await txn.get_docs(doc_ids)
             trees: dict[str, RevTree] = {i: info.tree for i, info in stored.items()}
@@ -215,6 +259,12 @@ class Database:
                         txn, item.id, doc.body, new_tree, key, new_edits, bodies.get(item.id, [])
                     )
                     self._check_size(item.id, body)
+                    if validators:
+                        if security is None:
+                            security = await self.security_object()
+                        await self._validate(
+                            validators, txn, item.id, new_tree, key, doc.deleted, body, bodies, security
+                        )
                 except errors.CouchError as err:
                     rev = None if new_edits else format_rev(replicated_path(doc.rev, doc.revisions)[-1])
                     results.append(_error_entry(item.id, err, rev))
@@ -313,19 +363,45 @@ class Database:
         blobs = tuple(dict.fromkeys(m["blob"] for m in stored.values()))
         return {**body, "_attachments": stored}, blobs
 
-    async def _ancestor_attachments(
+    async def _ancestor(
         self, txn: Any, doc_id: str, tree: RevTree, key: RevKey, pending: Sequence[Revision]
-    ) -> dict[str, Any]:
-        """Stored ``_attachments`` of the nearest ancestor of ``key`` that has a body."""
+    ) -> Revision | None:
+        """The nearest ancestor of ``key`` whose body is stored (in this batch or before)."""
         ancestors = [format_rev(k) for k in revtree.ancestry(tree, key)[1:]]
         in_batch = {r.rev: r for r in pending}
         found = await txn.get_revisions([(doc_id, rev) for rev in ancestors if rev not in in_batch])
         for rev in ancestors:
             revision = in_batch.get(rev) or found.get((doc_id, rev))
             if revision is not None:
-                atts = revision.body.get("_attachments")
-                return atts if isinstance(atts, dict) else {}
-        return {}
+                return revision
+        return None
+
+    async def _ancestor_attachments(
+        self, txn: Any, doc_id: str, tree: RevTree, key: RevKey, pending: Sequence[Revision]
+    ) -> dict[str, Any]:
+        """Stored ``_attachments`` of the nearest ancestor of ``key`` that has a body."""
+        revision = await self._ancestor(txn, doc_id, tree, key, pending)
+        atts = revision.body.get("_attachments") if revision else None
+        return atts if isinstance(atts, dict) else {}
+
+    async def _validate(
+        self,
+        validators: Sequence[Any],
+        txn: Any,
+        doc_id: str,
+        tree: RevTree,
+        key: RevKey,
+        deleted: bool,
+        body: dict[str, Any],
+        batch: Mapping[str, Sequence[Revision]],
+        security: dict[str, Any],
+    ) -> None:
+        """Run the ``validate_doc_update`` hooks for one new revision (raise to reject)."""
+        new_doc = render_doc(doc_id, format_rev(key), deleted, body)
+        parent = await self._ancestor(txn, doc_id, tree, key, batch.get(doc_id, []))
+        old_doc = render_doc(doc_id, parent.rev, parent.deleted, parent.body) if parent else None
+        for validator in validators:
+            await call_hook(validator, new_doc, old_doc, dict(self.user), security)
 
     async def _write_local(self, txn: Any, item: WriteItem) -> dict[str, Any]:
         name = item.id[len(LOCAL_PREFIX) :]
@@ -405,9 +481,20 @@ class Database:
             if key not in tree or tree[key].missing:
                 raise errors.missing()
         [rendered] = await self._render(info, [key], options, multipart=multipart)
-        if rendered is None:
+        if rendered is None or (self.restricts_reads and not await self._winner_visible(info)):
             raise errors.missing()
         return rendered
+
+    async def _winner_visible(self, info: DocInfo) -> bool:
+        """Read access is decided on the winning revision of the document."""
+        winner = revtree.winner(info.tree)
+        if winner is None:
+            return False
+        rev = format_rev(winner)
+        revision = (await self.store.get_revisions([(info.id, rev)])).get((info.id, rev))
+        if revision is None:
+            return False
+        return self.visible(render_doc(info.id, rev, revision.deleted, revision.body))
 
     async def _render(
         self, info: DocInfo, keys: Sequence[RevKey], options: ReadOptions, *, multipart: bool = False
@@ -511,7 +598,7 @@ class Database:
 
         404 ``missing``/``deleted`` for the doc, 404 "Document is missing attachment"."""
         info = await self._doc_info(doc_id)
-        if info is None:
+        if info is None or (self.restricts_reads and not await self._winner_visible(info)):
             raise errors.missing()
         if rev is None:
             key = revtree.winner(info.tree)
@@ -566,6 +653,8 @@ class Database:
         for rev in revs or ():
             parse_rev(rev)
         info = await self._doc_info(doc_id)
+        if info is not None and self.restricts_reads and not await self._winner_visible(info):
+            info = None
         if info is None:
             if revs is None:
                 raise errors.missing()
@@ -595,6 +684,8 @@ class Database:
             raise errors.BadRequest("Missing JSON list of 'docs'.")
         ids = [d["id"] for d in docs if isinstance(d, dict) and isinstance(d.get("id"), str)]
         infos = await self.store.get_docs(list(dict.fromkeys(ids)))
+        if self.restricts_reads:
+            infos = {i: info for i, info in infos.items() if await self._winner_visible(info)}
         plans: list[tuple[Any, Any, list[RevKey | str] | errors.CouchError, ReadOptions | None]] = []
         wanted_keys: list[tuple[str, str]] = []
         for entry in docs:
@@ -731,6 +822,8 @@ class Database:
         if keys is not None:
             str_keys = [k for k in keys if isinstance(k, str)]
             found = await self.store.get_summaries(str_keys)
+            if self.restricts_reads:
+                found = await self._visible_only(found)
             live = [found[k] for k in str_keys if k in found]
             docs = await self._include(live, conflicts) if include_docs else {}
             for key in keys[skip:] if skip else keys:
@@ -750,9 +843,25 @@ class Database:
             if limit is not None:
                 rows = rows[:limit]
             return total, rows
-        summaries = await self.store.all_docs(
-            start=start, end=end, inclusive_end=inclusive_end, descending=descending, skip=skip, limit=limit
-        )
+        if self.restricts_reads:
+            # Visibility is known only per doc, so the range is filtered before skip/limit
+            # and total_rows counts what the caller may see.
+            everything = await self.store.all_docs(
+                start=start, end=end, inclusive_end=inclusive_end, descending=descending
+            )
+            visible = await self._visible_only({s.id: s for s in everything})
+            summaries = [s for s in everything if s.id in visible][skip:]
+            summaries = summaries if limit is None else summaries[:limit]
+            total = len(visible)
+        else:
+            summaries = await self.store.all_docs(
+                start=start,
+                end=end,
+                inclusive_end=inclusive_end,
+                descending=descending,
+                skip=skip,
+                limit=limit,
+            )
         docs = await self._include(summaries, conflicts) if include_docs else {}
         for s in summaries:
             row = {"id": s.id, "key": s.id, "value": {"rev": s.rev}}
@@ -760,6 +869,12 @@ class Database:
                 row["doc"] = docs.get(s.id)
             rows.append(row)
         return total, rows
+
+    async def _visible_only(self, found: Mapping[str, DocSummary]) -> dict[str, DocSummary]:
+        """The summaries whose winning revision the caller may read (deleted docs stay:
+        they carry no body)."""
+        docs = await self.winner_docs([s for s in found.values() if not s.deleted])
+        return {i: s for i, s in found.items() if s.deleted or self.visible(docs.get(i))}
 
     async def _include(self, rows: Sequence[DocSummary], conflicts: bool) -> dict[str, dict[str, Any]]:
         docs = await self.winner_docs([r for r in rows if not r.deleted])
@@ -864,9 +979,10 @@ class Server:
     and caches one :class:`Database` (with its :class:`ChangeNotifier`) per name.
     """
 
-    def __init__(self, storage: Storage, settings: Settings) -> None:
+    def __init__(self, storage: Storage, settings: Settings, hooks: Hooks | None = None) -> None:
         self.storage = storage
         self.settings = settings
+        self.hooks = hooks or Hooks()
         self._dbs: dict[str, Database] = {}
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -906,7 +1022,12 @@ class Server:
         if db is None or db.store is not store:
             info = await store.info()
             db = Database(
-                store, ChangeNotifier(info.update_seq), self.settings, info.revs_limit, self.storage
+                store,
+                ChangeNotifier(info.update_seq),
+                self.settings,
+                info.revs_limit,
+                self.storage,
+                self.hooks,
             )
             self._dbs[name] = db
             self.watcher.attach(name, db.notifier, store)

@@ -36,6 +36,7 @@ from couchpoint import errors
 from couchpoint.auth import ADMIN_PARTY, ANONYMOUS, COOKIE_NAME, Authenticator, UserCtx
 from couchpoint.config import Settings
 from couchpoint.database import Server
+from couchpoint.hooks import Hooks
 from couchpoint.http.common import SERVER_HEADER, Ctx, error_response
 from couchpoint.http.cors import CouchCORS
 from couchpoint.http.routes import dispatch
@@ -150,7 +151,14 @@ class _CatchAll(BaseRoute):
 
 
 def create_app(
-    storage: Storage | None = None, settings: Settings | None = None, **overrides: Any
+    storage: Storage | None = None,
+    settings: Settings | None = None,
+    *,
+    hooks: Hooks | None = None,
+    validate_doc_update: Any = None,
+    filters: Any = None,
+    read_access: Any = None,
+    **overrides: Any,
 ) -> Starlette:
     """Build couchpoint's ASGI app.
 
@@ -159,16 +167,26 @@ def create_app(
     ``Settings.from_env()``; keyword ``overrides`` replace individual fields (e.g.
     ``admins={"admin": "pw"}``, ``cors_origins=("https://app.example",)``).
 
+    Hooks (:mod:`couchpoint.hooks`): ``hooks=Hooks(...)``, or the shortcuts
+    ``validate_doc_update=``, ``filters=`` and ``read_access=``.
+
     The returned Starlette app opens storage at start-up (or on the first request when no
     lifespan runs) and closes it at shutdown.  ``app.state.server`` is the
     :class:`~couchpoint.database.Server`.
     """
     settings = (settings or Settings.from_env()).with_overrides(**overrides)
+    hooks = hooks or Hooks()
+    if validate_doc_update is not None:
+        hooks.validate_doc_update = validate_doc_update
+    if filters is not None:
+        hooks.filters = filters
+    if read_access is not None:
+        hooks.read_access = read_access
     if storage is None:
         from couchpoint.storage.sqlite import SQLiteStorage
 
         storage = SQLiteStorage(settings.sqlite_path)
-    server = Server(storage, settings)
+    server = Server(storage, settings, hooks)
     auth = Authenticator(settings.admins, settings.secret, settings.session_timeout_s)
     router = CouchRouter(server, settings, auth)
 

@@ -4,6 +4,7 @@ reference §6).  The feed bodies come from :mod:`couchpoint.changes`."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import AsyncIterable
 from typing import Any
@@ -13,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from couchpoint import changes as changes_feed
 from couchpoint import errors
+from couchpoint.database import Database
 from couchpoint.http.common import Ctx
 
 
@@ -36,7 +38,7 @@ def _positive_ms(ctx: Ctx, name: str, reason_bad: str, reason_negative: str) -> 
     return value
 
 
-async def _changes_query(ctx: Ctx) -> changes_feed.ChangesQuery:
+async def _changes_query(ctx: Ctx, database: Database) -> changes_feed.ChangesQuery:
     feed = ctx.query.get("feed", "normal")
     if feed not in changes_feed.FEEDS:
         raise errors.BadRequest("Supported `feed` types: normal, continuous, live, longpoll, eventsource")
@@ -101,7 +103,15 @@ async def _changes_query(ctx: Ctx) -> changes_feed.ChangesQuery:
     elif filter_name:
         if filter_name.startswith("_"):
             raise errors.BadRequest("unknown builtin filter name")
-        raise errors.BadRequest("JavaScript filters are not supported: use a named filter hook instead.")
+        named = database.hooks.change_filter(database.name, filter_name)
+        if named is None:
+            if "/" not in filter_name:
+                raise errors.BadRequest("`filter` parameter is not a valid filter name (ddoc/name)")
+            raise errors.NotFound(f"missing filter function: {filter_name}")
+        request = {"query": dict(ctx.query), "userCtx": dict(database.user)}
+        selector = functools.partial(_named_filter, named, request)
+    if database.restricts_reads:
+        selector = _with_read_access(selector, database)
     return changes_feed.ChangesQuery(
         feed=changes_feed.FEEDS[feed],  # type: ignore[arg-type]
         since=since,
@@ -116,6 +126,20 @@ async def _changes_query(ctx: Ctx) -> changes_feed.ChangesQuery:
         selector=selector,
         design_only=design_only,
     )
+
+
+def _named_filter(hook: Any, request: dict[str, Any], doc: dict[str, Any]) -> bool:
+    return bool(hook(doc, request))
+
+
+def _with_read_access(selector: Any, database: Database) -> Any:
+    """Combine a row predicate with the ``read_access`` hooks (revisions the caller may
+    not read are never emitted)."""
+
+    def allowed(doc: dict[str, Any]) -> bool:
+        return database.visible(doc) and (selector is None or bool(selector(doc)))
+
+    return allowed
 
 
 class FeedResponse(StreamingResponse):
@@ -168,8 +192,8 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[object], st
 async def changes(ctx: Ctx, db: str) -> Response:
     """``GET|POST /{db}/_changes`` (§6): every feed type, streamed."""
     _method(ctx, "GET", "HEAD", "POST")
-    database = await ctx.server.get_db(db)
-    query = await _changes_query(ctx)
+    database = await ctx.database(db)
+    query = await _changes_query(ctx, database)
     body: AsyncIterable[bytes] = changes_feed.feed(database, query)
     if query.feed == "eventsource":
         response = FeedResponse(body, media_type="text/event-stream")

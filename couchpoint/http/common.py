@@ -17,7 +17,7 @@ from starlette.responses import Response
 from couchpoint import __version__, errors
 from couchpoint.auth import UserCtx
 from couchpoint.config import Settings
-from couchpoint.database import Server
+from couchpoint.database import Database, Server
 
 SERVER_HEADER = f"couchpoint/{__version__}"
 
@@ -35,6 +35,11 @@ class Ctx:
     user: UserCtx
     segments: list[str]
     response_headers: dict[str, str] = field(default_factory=dict)
+
+    async def database(self, name: str) -> Database:
+        """The database ``name`` as seen by the caller (404 if it does not exist)."""
+        db = await self.server.get_db(name)
+        return db.for_user(self.user.to_json())
 
     @property
     def method(self) -> str:

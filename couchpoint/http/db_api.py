@@ -22,7 +22,7 @@ def _method(ctx: Ctx, *allowed: str) -> None:
 async def database(ctx: Ctx, db: str) -> Response:
     """``GET|HEAD|PUT|DELETE|POST /{db}``."""
     if ctx.method in ("GET", "HEAD"):
-        database = await ctx.server.get_db(db)
+        database = await ctx.database(db)
         return json_response(await database.info())
     if ctx.method == "PUT":
         await ctx.server.create_db(db)
@@ -54,7 +54,7 @@ async def bulk_docs(ctx: Ctx, db: str) -> Response:
     """``POST /{db}/_bulk_docs``: always 201 with per-doc results (§7.2)."""
     _method(ctx, "POST")
     ctx.require_json_content_type()
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     body = await ctx.json_object()
     if "docs" not in body:
         raise errors.BadRequest("POST body must include `docs` parameter.")
@@ -83,7 +83,7 @@ async def bulk_get(ctx: Ctx, db: str) -> Response:
         if param in ctx.query:
             raise errors.BadRequest(f'"{param}" query parameter is not acceptable')
     ctx.require_json_content_type()
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     body = await ctx.json_object()
     if "docs" not in body or not isinstance(body["docs"], list):
         raise errors.BadRequest("Missing JSON list of 'docs'.")
@@ -105,7 +105,7 @@ async def revs_diff(ctx: Ctx, db: str) -> Response:
     """``POST /{db}/_revs_diff`` (§7.1)."""
     _method(ctx, "POST")
     ctx.require_json_content_type()
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     return json_response(await database.revs_diff(await ctx.json_object()))
 
 
@@ -113,7 +113,7 @@ async def missing_revs(ctx: Ctx, db: str) -> Response:
     """``POST /{db}/_missing_revs``: ``{"missing_revs": {id: [revs]}}``."""
     _method(ctx, "POST")
     ctx.require_json_content_type()
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     diff = await database.revs_diff(await ctx.json_object())
     return json_response({"missing_revs": {k: v["missing"] for k, v in diff.items()}})
 
@@ -124,14 +124,14 @@ async def ensure_full_commit(ctx: Ctx, db: str) -> Response:
     Every write is durable when its response is sent, so this only reports."""
     _method(ctx, "POST")
     ctx.require_json_content_type()
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     await ctx.body()
     return json_response({"ok": True, "instance_start_time": await database.instance_start_time()}, 201)
 
 
 async def revs_limit(ctx: Ctx, db: str) -> Response:
     """``GET|PUT /{db}/_revs_limit``: a bare JSON integer."""
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     if ctx.method in ("GET", "HEAD"):
         return json_response(database.revs_limit)
     _method(ctx, "GET", "HEAD", "PUT")
@@ -146,7 +146,7 @@ async def compact(ctx: Ctx, db: str) -> Response:
     spares uploads in flight; see docs/rules.md)."""
     _method(ctx, "POST")
     ctx.require_json_content_type()
-    await ctx.server.get_db(db)
+    await ctx.database(db)
     await ctx.server.storage.collect_garbage()
     return ok(202)
 
@@ -154,7 +154,7 @@ async def compact(ctx: Ctx, db: str) -> Response:
 async def security(ctx: Ctx, db: str) -> Response:
     """``GET|PUT /{db}/_security``: the security object (stored as ``_local`` doc
     ``_security``-free state; enforced by the security issue)."""
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     if ctx.method in ("GET", "HEAD"):
         doc = await database.store.get_local("\x00security")
         return json_response(doc.body if doc else {})
@@ -182,7 +182,7 @@ def _parse_key(ctx: Ctx, *names: str) -> str | None:
 async def all_docs(ctx: Ctx, db: str, *, design_only: bool = False) -> Response:
     """``GET|POST /{db}/_all_docs`` (§7.8)."""
     _method(ctx, "GET", "HEAD", "POST")
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     keys: list[Any] | None = None
     if ctx.method == "POST":
         ctx.require_json_content_type()

@@ -64,7 +64,7 @@ def _write_response(ctx: Ctx, db: str, doc_id: str, rev: str, deleted: bool) -> 
 async def post_doc(ctx: Ctx, db: str) -> Response:
     """``POST /{db}``: create a doc (generated id when ``_id`` is absent)."""
     ctx.require_json_content_type()
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     body = await ctx.json()
     if not isinstance(body, dict):
         raise errors.BadRequest("Document must be a JSON object")
@@ -220,7 +220,7 @@ def _accepts(ctx: Ctx, media: str) -> bool:
 
 async def document(ctx: Ctx, db: str, doc_id: str, attachment: list[str]) -> Response:
     """``/{db}/{docid}[/{att...}]`` for every method."""
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     method = ctx.method
     if attachment:
         name = "/".join(attachment)
@@ -331,7 +331,7 @@ async def _copy(ctx: Ctx, db: str, database: Database, doc_id: str) -> Response:
 
 async def local_doc(ctx: Ctx, db: str, name: str) -> Response:
     """``/{db}/_local/{name}`` (§8.1): CouchDB 3 semantics, last writer wins."""
-    database = await ctx.server.get_db(db)
+    database = await ctx.database(db)
     doc_id = LOCAL_PREFIX + name
     if ctx.method in ("GET", "HEAD"):
         doc = await database.get_local(name)
