@@ -184,7 +184,10 @@ async def delete(ctx: Ctx, database: Database, doc_id: str, name: str) -> Respon
     if name not in atts:
         raise errors.NotFound("Document is missing attachment")
     del atts[name]
-    body["_attachments"] = atts
+    if atts:
+        body["_attachments"] = atts
+    else:  # CouchDB omits an empty _attachments object
+        body.pop("_attachments", None)
     new_rev, _ = await database.put_doc(doc_id, body, rev=rev, new_edits=True)
     response = json_response({"ok": True, "id": doc_id, "rev": new_rev}, 200)
     response.headers["ETag"] = f'"{new_rev}"'
