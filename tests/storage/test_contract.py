@@ -1,4 +1,5 @@
-"""Run the storage contract (``contract.py``) against both shipped backends."""
+"""Run the packaged storage contract (:mod:`couchpoint.testing.storage_contract`) against
+both shipped backends, as a third party would against theirs."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import pytest
 
 from couchpoint.storage.memory import MemoryStorage
 from couchpoint.storage.sqlite import SQLiteStorage
-
-from .contract import StorageContract, StorageFactory
+from couchpoint.testing.storage_contract import StorageContract, StorageFactory
 
 
 class TestMemoryStorage(StorageContract):
