@@ -15,13 +15,17 @@ feeds of the others through :class:`couchpoint.notify.SeqWatcher` (``docs/feeds.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
 import click
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from couchpoint import __version__
 from couchpoint.config import Settings
@@ -40,6 +44,22 @@ def worker_app() -> Any:
     """The app of one ``serve --workers N`` worker process: settings from ``COUCHPOINT_*``
     (written by ``serve``; uvicorn calls this factory in each worker)."""
     return build_app(Settings.from_env())
+
+
+class NoDelayH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with ``TCP_NODELAY`` on every connection.
+
+    With ``--workers``, uvicorn binds the socket itself (``socket.socket(family)``, proto
+    0), and asyncio sets ``TCP_NODELAY`` only on sockets whose proto is TCP: without it,
+    Nagle holds a feed's small chunk (a row, a heartbeat) until the client ACKs the
+    previous one, up to 40 ms later."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
 
 
 def _worker_environment(settings: Settings) -> dict[str, str]:
@@ -130,7 +150,7 @@ def serve(
     else:
         os.environ.update(_worker_environment(settings))
         app = "couchpoint.cli:worker_app"
-        options = {"factory": True, "workers": workers}
+        options = {"factory": True, "workers": workers, "http": "couchpoint.cli:NoDelayH11Protocol"}
     click.echo(
         f"couchpoint {__version__} serving {_url(settings.host, settings.port)}"
         f" (data file: {settings.sqlite_path.resolve()}"

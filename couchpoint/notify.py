@@ -188,7 +188,10 @@ class ChangeNotifier:
             result: ChangeBatch | Signal = await future
             return result
         finally:
-            self._waiters.pop(future, None)
+            waiters = self._waiters
+            waiters.pop(future, None)
+            if not waiters:
+                self._waiters = {}  # a dict keeps the table of its peak size: drop it
             if timer is not None:
                 timer.cancel()
 
