@@ -178,6 +178,8 @@ async def delete(ctx: Ctx, database: Database, doc_id: str, name: str) -> Respon
     """``DELETE /{db}/{docid}/{att}?rev=``: 200 with the new rev."""
     rev = _rev(ctx)
     if rev is None:
+        # CouchDB: 404 when the doc does not exist (or is deleted), else 409.
+        await database.get_doc(doc_id, rev=None, options=ReadOptions())
         raise errors.Conflict()
     body = await _current_body(database, doc_id, rev)
     atts = dict(body.get("_attachments") or {})
