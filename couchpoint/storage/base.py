@@ -197,6 +197,11 @@ class WriteTxn(Protocol):
         """Persist the database's ``revs_limit``."""
         ...
 
+    async def put_security(self, security: dict[str, Any]) -> None:
+        """Store the database's ``_security`` object (replaces the previous one; not a
+        document: no revision, no seq, never in ``changes()``)."""
+        ...
+
 
 @runtime_checkable
 class DbStore(Protocol):
@@ -247,6 +252,11 @@ class DbStore(Protocol):
 
     async def get_local(self, doc_id: str) -> LocalDoc | None:
         """The ``_local`` doc ``doc_id`` (without prefix), or ``None``."""
+        ...
+
+    async def get_security(self) -> dict[str, Any] | None:
+        """The ``_security`` object last stored with :meth:`WriteTxn.put_security`, or
+        ``None`` if none was ever stored (the caller decides what that means)."""
         ...
 
     def write(self) -> AbstractAsyncContextManager[WriteTxn]:

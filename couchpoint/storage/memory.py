@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -46,6 +47,7 @@ class _State:
     local: dict[str, LocalDoc] = field(default_factory=dict)
     update_seq: int = 0
     revs_limit: int = 1000
+    security: dict[str, Any] | None = None
 
 
 def _summary(info: DocInfo) -> DocSummary:
@@ -92,6 +94,9 @@ class _MemoryTxn:
 
     async def set_revs_limit(self, limit: int) -> None:
         self.state.revs_limit = limit
+
+    async def put_security(self, security: dict[str, Any]) -> None:
+        self.state.security = copy.deepcopy(security)
 
 
 class MemoryDbStore:
@@ -170,6 +175,9 @@ class MemoryDbStore:
     async def get_local(self, doc_id: str) -> LocalDoc | None:
         return self._state.local.get(doc_id)
 
+    async def get_security(self) -> dict[str, Any] | None:
+        return copy.deepcopy(self._state.security)
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[_MemoryTxn]:
         async with self._lock:
@@ -179,6 +187,7 @@ class MemoryDbStore:
                 local=dict(self._state.local),
                 update_seq=self._state.update_seq,
                 revs_limit=self._state.revs_limit,
+                security=self._state.security,
             )
             yield _MemoryTxn(staged)
             self._state = staged

@@ -74,6 +74,12 @@ CREATE TABLE IF NOT EXISTS local_docs (
     PRIMARY KEY (db_id, doc_id)
 );
 
+-- Each database's _security object (JSON), once one was stored; no row = never set.
+CREATE TABLE IF NOT EXISTS db_security (
+    db_id INTEGER PRIMARY KEY,
+    body  TEXT    NOT NULL
+);
+
 -- Attachment blobs each stored revision references (Revision.blobs, in order; a key may
 -- repeat).  The blobs are files beside this file, <stem>-attachments/<key[:2]>/<key>,
 -- with key = SHA-256 hex of the bytes; a file no row references is garbage

@@ -68,6 +68,8 @@ data with SQLite's JSON functions; they must not write to these tables.
     size)`` lets ``info()`` sum sizes without reading bodies.
 ``local_docs(db_id, doc_id, rev, body)``, key ``(db_id, doc_id)``
     ``_local`` docs: id without the prefix, integer ``rev``, JSON ``body``.
+``db_security(db_id INTEGER PRIMARY KEY, body)``
+    The db's ``_security`` object as JSON, once one was stored (no row: never set).
 ``revision_blobs(db_id, doc_id, rev, blob_key)`` (added by version 2)
     The blobs a stored revision references (``Revision.blobs``), one row each, in order
     (by ``rowid``; a key may repeat).  Rows are removed with their revision's body
@@ -226,6 +228,11 @@ class _Reads:
         rev, body = rows[0]
         return LocalDoc(doc_id, rev, orjson.loads(body))
 
+    async def get_security(self) -> dict[str, Any] | None:
+        """The stored ``_security`` object, or ``None`` if none was ever stored."""
+        rows = list(await self._fetch("SELECT body FROM db_security WHERE db_id = ?", (self._db_id,)))
+        return orjson.loads(rows[0][0]) if rows else None
+
 
 class SQLiteWriteTxn(_Reads):
     """The writer's view inside :meth:`SQLiteDbStore.write` (see
@@ -340,6 +347,14 @@ class SQLiteWriteTxn(_Reads):
         """Persist the database's ``revs_limit`` (``GET /{db}/_revs_limit``); the value
         is stored as given, validation is the caller's."""
         await self._check().execute("UPDATE dbs SET revs_limit = ? WHERE id = ?", (limit, self._db_id))
+
+    async def put_security(self, security: dict[str, Any]) -> None:
+        """Store the db's ``_security`` object (replacing the previous one)."""
+        await self._check().execute(
+            "INSERT INTO db_security (db_id, body) VALUES (?, ?)"
+            " ON CONFLICT (db_id) DO UPDATE SET body = excluded.body",
+            (self._db_id, _json(security)),
+        )
 
 
 class SQLiteDbStore(_Reads):
@@ -732,7 +747,7 @@ class SQLiteStorage:
             if not rows:
                 raise errors.db_not_found()
             db_id = rows[0][0]
-            for table in ("revision_blobs", "revs", "docs", "local_docs"):
+            for table in ("revision_blobs", "revs", "docs", "local_docs", "db_security"):
                 await conn.execute(f"DELETE FROM {table} WHERE db_id = ?", (db_id,))
             await conn.execute("DELETE FROM dbs WHERE id = ?", (db_id,))
         self._stores.pop(name, None)
