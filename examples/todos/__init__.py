@@ -1,0 +1,2 @@
+"""A FastAPI todo app whose own SQLite table syncs with PouchDB through couchpoint
+(see ``README.md`` beside this file)."""
