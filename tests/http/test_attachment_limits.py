@@ -15,8 +15,10 @@ import base64
 import contextlib
 import gzip
 import hashlib
+import json
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -355,3 +357,29 @@ def test_real_server_answers_413_to_a_client_still_sending(tmp_path: Path) -> No
             assert client.get("/db").json()["update_seq"] == 1
     blobs = [p for p in (tmp_path / "data" / "couchpoint-attachments").rglob("*") if p.is_file()]
     assert [p.name for p in blobs] == [hashlib.sha256(data[:1000]).hexdigest()]
+
+
+# ---------------------------------------------------------------------------------------
+# the benchmark (bench/attachments.py), as a smoke run
+
+
+def test_bench_attachments_smoke() -> None:
+    """``bench/attachments.py --size 20MiB --json`` starts a real server, streams the
+    attachment up and down and reports throughput and the server's RSS growth (the
+    figures themselves are not checked here; docs/benchmarks.md has the 1 GiB run)."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "attachments.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COUCHPOINT_")}
+    done = subprocess.run(
+        [sys.executable, str(script), "--size", "20MiB", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["size_bytes"] == 20 * 1024 * 1024 and report["identical"] is True
+    for direction in ("put", "get"):
+        assert report[direction]["seconds"] > 0 and report[direction]["mib_per_s"] > 0
+        assert report[direction]["server_peak_rss_growth_mib"] >= 0
+    assert report["server_baseline_rss_mib"] > 0 and report["environment"]["uvicorn"]
