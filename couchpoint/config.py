@@ -20,6 +20,59 @@ def _split_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def parse_admins(raw: str) -> dict[str, str]:
+    """``name:password,name2:password2`` (env ``COUCHPOINT_ADMINS``) as a dict.
+
+    The password part may be CouchDB's hashed form ``-pbkdf2:sha256-<key>,<salt>,<n>``,
+    whose own two commas belong to it."""
+    parts = raw.split(",")
+    admins: dict[str, str] = {}
+    i = 0
+    while i < len(parts):
+        item = parts[i].strip()
+        i += 1
+        name, sep, password = item.partition(":")
+        if not sep or not name:
+            continue
+        if password.startswith("-pbkdf2"):
+            password = ",".join([password, *(p.strip() for p in parts[i : i + 2])])
+            i += 2
+        admins[name] = password
+    return admins
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Settings from a TOML file: top-level keys are :class:`Settings` field names, and
+    an ``[admins]`` table maps names to passwords or ``-pbkdf2...`` hashes.
+
+    Raises ``ValueError`` for unreadable TOML or an unknown key."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"config file {path}: {exc}") from exc
+    known = {f.name for f in fields(Settings)} - {"extra"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        default = getattr(Settings, key, None)
+        if key == "admins":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ValueError(f"config file {path}: [admins] maps names to password strings")
+            values[key] = dict(value)
+        elif key == "data_dir":
+            values[key] = Path(value)
+        elif isinstance(default, tuple):
+            values[key] = tuple(value) if isinstance(value, list) else _split_list(str(value))
+        else:
+            values[key] = value
+    return values
+
+
 @dataclass(frozen=True)
 class Settings:
     """couchpoint's configuration.
@@ -40,6 +93,22 @@ class Settings:
     ``name:password,name2:password2``); none = "admin party" (everyone is admin).
     ``secret``: key for signing ``AuthSession`` cookies (random per start when empty).
     ``session_timeout_s``: cookie lifetime (CouchDB default 600 s).
+
+    Security (docs/security.md): ``default_security``: the ``_security`` object stored on
+    a new database, ``admin_only`` (CouchDB 3) or ``everyone`` (public).
+    ``admin_only_all_dbs``: ``GET /_all_dbs`` needs a server admin.
+    ``password_iterations``: PBKDF2-SHA256 iterations of new password hashes.
+    ``lockout_threshold`` / ``lockout_window_s``: wrong passwords per user and client
+    address before its logins answer 403 for the rest of the window (0: off).
+    ``jwt_secret`` (HS256) / ``jwt_public_key`` (RS256, PEM text or a PEM file's path):
+    accept ``Authorization: Bearer`` tokens; ``jwt_roles_claim`` (dotted path) holds the
+    roles, ``jwt_required_claims`` are required besides ``exp`` and ``sub``.
+    ``peruser``: create ``userdb-<hex of name>`` for every new ``_users`` user (CouchDB's
+    ``couch_peruser``); ``peruser_delete_dbs``: delete it with the user.
+    ``header_timeout_s``: time a client has to send a complete request head (closed
+    after); ``body_timeout_s``: longest pause while sending a request body (408);
+    ``keep_alive_timeout_s``: idle keep-alive connections are closed after it;
+    ``max_header_size``: bytes of a request head (larger: 400).
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +131,21 @@ class Settings:
     admins: Mapping[str, str] = field(default_factory=dict)
     secret: str = ""
     session_timeout_s: int = 600
+    default_security: str = "admin_only"
+    admin_only_all_dbs: bool = True
+    password_iterations: int = 600_000
+    lockout_threshold: int = 5
+    lockout_window_s: int = 300
+    jwt_secret: str = ""
+    jwt_public_key: str = ""
+    jwt_roles_claim: str = "_couchdb.roles"
+    jwt_required_claims: tuple[str, ...] = ()
+    peruser: bool = False
+    peruser_delete_dbs: bool = False
+    header_timeout_s: int = 10
+    body_timeout_s: int = 60
+    keep_alive_timeout_s: int = 5
+    max_header_size: int = 65536
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,12 +159,14 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from ``COUCHPOINT_*`` environment variables, then ``overrides``.
+        """Settings from a TOML config file (``config_file=`` or ``COUCHPOINT_CONFIG``),
+        then ``COUCHPOINT_*`` environment variables, then ``overrides``.
 
         Raises ``ValueError`` for a value that does not parse (e.g. a non-integer port).
         """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        config_file = overrides.pop("config_file", None) or env.get("COUCHPOINT_CONFIG")
+        values: dict[str, Any] = load_config_file(config_file) if config_file else {}
         for f in fields(cls):
             raw = env.get(f"COUCHPOINT_{f.name.upper()}")
             if raw is None or f.name == "extra":
@@ -93,7 +179,7 @@ class Settings:
             elif isinstance(default, tuple):
                 values[f.name] = _split_list(raw)
             elif f.name == "admins":
-                values[f.name] = dict(item.split(":", 1) for item in _split_list(raw) if ":" in item)
+                values[f.name] = parse_admins(raw)
             elif f.name == "data_dir":
                 values[f.name] = Path(raw)
             else:

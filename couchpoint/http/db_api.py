@@ -151,22 +151,6 @@ async def compact(ctx: Ctx, db: str) -> Response:
     return ok(202)
 
 
-async def security(ctx: Ctx, db: str) -> Response:
-    """``GET|PUT /{db}/_security``: the security object (stored as ``_local`` doc
-    ``_security``-free state; enforced by the security issue)."""
-    database = await ctx.database(db)
-    if ctx.method in ("GET", "HEAD"):
-        doc = await database.store.get_local("\x00security")
-        return json_response(doc.body if doc else {})
-    _method(ctx, "GET", "HEAD", "PUT")
-    body = await ctx.json_object()
-    from couchpoint.storage.base import LocalDoc
-
-    async with database.store.write() as txn:
-        await txn.put_local(LocalDoc("\x00security", 1, body))
-    return ok()
-
-
 def _parse_key(ctx: Ctx, *names: str) -> str | None:
     for name in names:
         if name in ctx.query:

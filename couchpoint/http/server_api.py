@@ -12,7 +12,7 @@ import orjson
 from starlette.responses import Response
 
 from couchpoint import __version__, errors
-from couchpoint.auth import COOKIE_NAME, Authenticator
+from couchpoint.auth import BAD_CREDENTIALS, COOKIE_NAME, Authenticator
 from couchpoint.http.common import Ctx, json_response
 
 COUCHDB_VERSION = "3.4.3"
@@ -76,35 +76,27 @@ async def up(ctx: Ctx, auth: Authenticator) -> Response:
     return json_response({"status": "ok", "seeds": {}})
 
 
-def _cookie_header(value: str, max_age: int) -> str:
-    expires = formatdate(timeval=None, usegmt=True) if max_age == 0 else _expires(max_age)
-    return f"{COOKIE_NAME}={value}; Version=1; Expires={expires}; Max-Age={max_age}; Path=/; HttpOnly"
-
-
-def _expires(max_age: int) -> str:
-    import time
-
-    return formatdate(time.time() + max_age, usegmt=True)
-
-
 async def session(ctx: Ctx, auth: Authenticator) -> Response:
     """``GET/POST/DELETE /_session`` (§12.3).
 
-    POST takes form or JSON ``name``/``password`` (also ``username``) and answers 200 with
-    an ``AuthSession`` cookie, or 401 with a clearing cookie.  GET reports the caller's
-    ``userCtx``.  DELETE clears the cookie.
+    POST takes form or JSON ``name``/``password`` (also ``username``), checks them against
+    the server admins and ``_users`` (with the lockout), and answers 200 with an
+    ``AuthSession`` cookie, or 401 with a clearing cookie.  GET reports the caller's
+    ``userCtx`` (``?basic=true`` while anonymous: 401).  DELETE clears the cookie.
     """
     if ctx.method in ("GET", "HEAD"):
-        body: dict[str, object] = {"ok": True, "userCtx": ctx.user.to_json(), "info": {
-            "authentication_handlers": ["cookie", "default"]}}  # fmt: skip
+        handlers = ["cookie", "default"]
+        if ctx.settings.jwt_secret or ctx.settings.jwt_public_key:
+            handlers.insert(0, "jwt")
+        info: dict[str, object] = {"authentication_handlers": handlers}
         if ctx.user.authenticated:
-            body["info"]["authenticated"] = ctx.user.authenticated  # type: ignore[index]
+            info["authenticated"] = ctx.user.authenticated
         if ctx.flag("basic") and ctx.user.name is None and not ctx.user.is_admin:
             raise errors.Unauthorized("Authentication required.")
-        return json_response(body)
+        return json_response({"ok": True, "userCtx": ctx.user.to_json(), "info": info})
     if ctx.method == "DELETE":
         response = json_response({"ok": True})
-        response.headers["Set-Cookie"] = _cookie_header("", 0)
+        response.headers["Set-Cookie"] = _clearing_cookie()
         return response
     _method(ctx, "GET", "HEAD", "POST", "DELETE")
     content_type = ctx.request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -125,14 +117,20 @@ async def session(ctx: Ctx, auth: Authenticator) -> Response:
         )
     name = form.get("name", form.get("username", ""))
     password = form.get("password", "")
-    user = auth.check_password(name, password) if name else None
+    peer = ctx.request.client.host if ctx.request.client else None
+    user = await auth.login(ctx.server, name, password, peer, ctx.settings) if name else None
     if user is None:
-        response = json_response({"error": "unauthorized", "reason": "Name or password is incorrect."}, 401)
-        response.headers["Set-Cookie"] = _cookie_header("", 0)
+        response = json_response({"error": "unauthorized", "reason": BAD_CREDENTIALS}, 401)
+        response.headers["Set-Cookie"] = _clearing_cookie()
         return response
     response = json_response({"ok": True, "name": user.name, "roles": list(user.roles)})
-    response.headers["Set-Cookie"] = _cookie_header(auth.make_cookie(name), auth.timeout_s)
+    response.headers["Set-Cookie"] = auth.set_cookie_header(await auth.cookie_for(ctx.server, name))
     return response
+
+
+def _clearing_cookie() -> str:
+    expires = formatdate(timeval=None, usegmt=True)
+    return f"{COOKIE_NAME}=; Version=1; Expires={expires}; Max-Age=0; Path=/; HttpOnly"
 
 
 ENDPOINTS: dict[str, Callable[[Ctx, Authenticator], Awaitable[Response]]] = {

@@ -1,0 +1,1 @@
+"""Security tests (issue 5): authentication, authorization, ``_users``, limits, fuzzing."""
