@@ -27,9 +27,14 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _rev(ctx: Ctx) -> str | None:
+    """The rev from ``?rev=`` or ``If-Match`` (CouchDB ``extract_header_rev``: 400 when
+    both are given and differ)."""
     query_rev = ctx.query.get("rev")
     header = ctx.request.headers.get("if-match")
-    return query_rev or (header.strip().strip('"') if header else None)
+    header_rev = header.strip().strip('"') if header else None
+    if query_rev and header_rev and query_rev != header_rev:
+        raise errors.BadRequest("Document rev and etag have different values")
+    return query_rev or header_rev
 
 
 def _etag(meta: dict[str, Any]) -> str:
