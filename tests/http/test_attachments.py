@@ -947,6 +947,43 @@ async def test_delete_attachment(env: Env) -> None:
     assert doc == {"_id": "x", "_rev": rev4}
 
 
+async def test_copy_carries_attachments(env: Env) -> None:
+    """``COPY /db/doc`` with ``Destination``: the new doc has the source's attachments
+    (same bodies, served from the copy), as CouchDB's COPY does."""
+    rev = await put_att(env, "src", "a.bin", b"copied body")
+    await put_att(env, "src", "t.txt", TEXT_1000, rev=rev, content_type="text/plain")
+    response = await env.client.request("COPY", "/db/src", headers={"Destination": "dst"})
+    check(response, 201)
+    assert set((await get_doc(env, "dst"))["_attachments"]) == {"a.bin", "t.txt"}
+    assert await get_att(env, "dst", "a.bin") == b"copied body"
+    assert await get_att(env, "dst", "t.txt") == TEXT_1000
+
+
+async def test_empty_attachments_object_is_not_stored(env: Env) -> None:
+    """CouchDB omits ``_attachments`` when a doc has none, also when a client sent
+    ``"_attachments": {}``."""
+    await put_doc(env, "n", {"v": 1, "_attachments": {}})
+    assert "_attachments" not in await get_doc(env, "n")
+
+
+async def test_rev_and_if_match_must_agree(env: Env) -> None:
+    """§9.3: the rev comes from ``?rev=`` or ``If-Match``; both given and different → 400
+    "Document rev and etag have different values" (CouchDB ``extract_header_rev``)."""
+    rev = await put_att(env, "m", "a.bin", b"one")
+    response = await unchanged(
+        env,
+        lambda: env.client.put(
+            f"/db/m/b.bin?rev={rev}",
+            content=b"two",
+            headers={"If-Match": '"1-00000000000000000000000000000000"'},
+        ),
+    )
+    check(response, 400, {"error": "bad_request", "reason": "Document rev and etag have different values"})
+    check(
+        await env.client.put(f"/db/m/b.bin?rev={rev}", content=b"two", headers={"If-Match": f'"{rev}"'}), 201
+    )
+
+
 async def test_get_errors(env: Env) -> None:
     """§9.1: no doc → 404 missing; deleted winner → 404 deleted; unknown rev → 404 missing;
     no such attachment → 404 "Document is missing attachment"; a losing conflict leaf's
