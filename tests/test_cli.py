@@ -19,6 +19,7 @@ from couchpoint import __version__, cli
 from couchpoint.config import Settings
 
 ENV_VARS = ("COUCHPOINT_HOST", "COUCHPOINT_PORT", "COUCHPOINT_DATA_DIR", "COUCHPOINT_LOG_LEVEL")
+SECURITY_ENV_VARS = ("COUCHPOINT_ADMINS", "COUCHPOINT_CONFIG")
 
 
 class Recorder:
@@ -43,7 +44,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
     monkeypatch.setattr(cli, "build_app", rec.build_app)
     monkeypatch.setattr(cli.uvicorn, "run", rec.run)
-    for name in ENV_VARS:
+    for name in (*ENV_VARS, *SECURITY_ENV_VARS):
         monkeypatch.delenv(name, raising=False)
     return rec
 
@@ -80,10 +81,13 @@ def test_serve_defaults(recorder: Recorder, tmp_path: Path, monkeypatch: pytest.
     assert result.exit_code == 0, result.output
     assert recorder.run_args == (recorder.app,)
     assert recorder.run_kwargs == {
+        "http": cli.NoDelayH11Protocol,
         "host": "127.0.0.1",
         "port": 5984,
         "server_header": False,
         "log_level": "info",
+        "timeout_keep_alive": 5,
+        "h11_max_incomplete_event_size": 65536,
         "lifespan": "on",
         "timeout_graceful_shutdown": 3,
     }
@@ -95,7 +99,17 @@ def test_serve_defaults(recorder: Recorder, tmp_path: Path, monkeypatch: pytest.
 def test_serve_options(recorder: Recorder, tmp_path: Path) -> None:
     data = tmp_path / "nested" / "data"
     result = invoke(
-        "serve", "--host", "0.0.0.0", "--port", "6001", "--data-dir", str(data), "--log-level", "DEBUG"
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "6001",
+        "--data-dir",
+        str(data),
+        "--log-level",
+        "DEBUG",
+        "--admin",
+        "admin:pw",
     )
     assert result.exit_code == 0, result.output
     assert recorder.run_kwargs["host"] == "0.0.0.0"

@@ -96,10 +96,17 @@ def test_dockerfile_cmd_is_accepted_by_the_cli(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
     cmd = json.loads(dockerfile_instruction("CMD"))
     args = [str(tmp_path) if arg == "/data" else arg for arg in cmd[1:]]
-    result = CliRunner().invoke(cli.main, args, env={}, catch_exceptions=False)
+    # compose.yaml gives the container its admin through COUCHPOINT_ADMINS
+    env = {"COUCHPOINT_ADMINS": "admin:password", "COUCHPOINT_CONFIG": None}
+    result = CliRunner().invoke(cli.main, args, env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert calls[0]["host"] == "0.0.0.0"
     assert calls[0]["port"] == 5984
+    # without an admin the image refuses to start on 0.0.0.0 (issue 5)
+    calls.clear()
+    result = CliRunner().invoke(cli.main, args, env={"COUCHPOINT_ADMINS": None, "COUCHPOINT_CONFIG": None})
+    assert result.exit_code != 0 and not calls
+    assert "without a server admin" in result.output
 
 
 # --- compose/setup.sh against stub servers -------------------------------------------
