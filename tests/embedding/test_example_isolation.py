@@ -263,8 +263,9 @@ async def _live(w: World, feed: str) -> str:
     """A feed waiting from ``now`` while Bob writes (new doc, new revision, app edit),
     then Alice writes: only Alice's change may arrive."""
     params = {"feed": feed, "since": "now", "include_docs": "true", "style": "all_docs", "limit": "1"}
+    database = await w.app.state.sync.state.server.get_db("todos")  # loaded before the feed
     waiting = asyncio.create_task(w.client.get(f"{DB}/_changes", params=params, auth=ALICE))
-    await _until_a_feed_waits(w)
+    await _until_a_feed_waits(database)
     bob = {"owner": "bob", "title": f"{MARK} live"}
     for n in range(3):
         made = await w.client.put(f"{DB}/{BOB}-live{n}", json=bob, auth=BOB_AUTH)
@@ -275,8 +276,7 @@ async def _live(w: World, feed: str) -> str:
     return w.check(response)
 
 
-async def _until_a_feed_waits(w: World) -> None:
-    database = await w.app.state.sync.state.server.get_db("todos")
+async def _until_a_feed_waits(database: Any) -> None:
     deadline = asyncio.get_running_loop().time() + 10
     while not database.notifier.waiting:
         assert asyncio.get_running_loop().time() < deadline, "the feed never started waiting"
