@@ -213,6 +213,7 @@ async def load_user(server: Server, name: str) -> Account | None:
     """The ``_users`` account ``name`` (winning revision, not deleted), or ``None``."""
     if not name:
         return None
+    await server.start()
     store = await server.storage.get_db(USERS_DB)
     if store is None:
         return None

@@ -77,7 +77,9 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def add_user(client: httpx.AsyncClient, name: str, password: str, roles: list[str] | None = None) -> str:
+async def add_user(
+    client: httpx.AsyncClient, name: str, password: str, roles: list[str] | None = None
+) -> str:
     """Create ``_users`` (if needed) and the user, as the server admin."""
     await client.put("/_users", headers=ADMIN_AUTH)
     doc = {"name": name, "password": password, "roles": roles or [], "type": "user"}

@@ -145,11 +145,17 @@ async def test_bulk_docs_design_docs_are_refused_per_document(client: httpx.Asyn
     interactive and for replicated (``new_edits=false``) writes."""
     await setup(client)
     docs = [{"_id": "plain-1"}, {"_id": "_design/nope", "views": {}}]
-    response = await client.post("/matrix/_bulk_docs", json={"docs": docs}, headers=basic("mname", "pw-mname"))
+    response = await client.post(
+        "/matrix/_bulk_docs", json={"docs": docs}, headers=basic("mname", "pw-mname")
+    )
     assert response.status_code == 201
     results = response.json()
     assert results[0]["ok"] is True
-    assert results[1] == {"id": "_design/nope", "error": "forbidden", "reason": "You are not a db or server admin."}
+    assert results[1] == {
+        "id": "_design/nope",
+        "error": "forbidden",
+        "reason": "You are not a db or server admin.",
+    }
     replicated = [
         {"_id": "plain-2", "_rev": "1-" + "a" * 32},
         {"_id": "_design/repl", "_rev": "1-" + "b" * 32, "views": {}},
@@ -172,7 +178,9 @@ async def test_bulk_docs_design_docs_are_refused_per_document(client: httpx.Asyn
     assert (await client.get("/matrix/plain-2", headers=ADMIN_AUTH)).status_code == 200
     # a public database: anonymous may write docs, not design docs
     await client.put("/open", headers=ADMIN_AUTH)
-    await client.put("/open/_security", json={"admins": {"names": ["dbadmin"]}, "members": {}}, headers=ADMIN_AUTH)
+    await client.put(
+        "/open/_security", json={"admins": {"names": ["dbadmin"]}, "members": {}}, headers=ADMIN_AUTH
+    )
     response = await client.post("/open/_bulk_docs", json={"docs": docs})
     assert response.json()[1]["error"] == "unauthorized"
     assert response.json()[0]["ok"] is True
