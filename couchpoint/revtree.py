@@ -70,6 +70,21 @@ class RevNode:
     missing: bool = False
 
 
+# Nodes are immutable values, so every root with the same flags can be one shared object
+# (``from_json`` and ``merge`` build a great many single-node trees).
+_ROOTS = {
+    (deleted, missing): RevNode(None, deleted, missing)
+    for deleted in (False, True)
+    for missing in (False, True)
+}
+
+
+def _node(parent: RevKey | None, deleted: bool, missing: bool) -> RevNode:
+    if parent is None:
+        return _ROOTS[deleted, missing]
+    return RevNode(parent, deleted, missing)
+
+
 def _winning_order(item: tuple[RevKey, RevNode]) -> tuple[bool, int, str]:
     key, node = item
     return (not node.deleted, key[0], key[1])
@@ -90,6 +105,16 @@ class RevTree:
     @classmethod
     def empty(cls) -> RevTree:
         return cls()
+
+    @classmethod
+    def _own(cls, nodes: dict[RevKey, RevNode], leaves: tuple[RevKey, ...] | None = None) -> RevTree:
+        """A tree that takes ``nodes`` as its own, without the defensive copy (callers in
+        this module build a fresh dict and never touch it again); ``leaves`` when the
+        caller knows them already (in winning order)."""
+        tree = cls.__new__(cls)
+        tree._nodes = nodes
+        tree._leaves = leaves
+        return tree
 
     # -- mapping protocol ------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
@@ -125,6 +150,9 @@ class RevTree:
         """Every leaf, in *winning order*: non-deleted first, then higher pos, then
         higher revid (protocol reference §5.3).  The first one is the winner."""
         if self._leaves is None:
+            if len(self._nodes) == 1:
+                self._leaves = tuple(self._nodes)
+                return self._leaves
             parents = {node.parent for node in self._nodes.values()}
             leaf_items = [item for item in self._nodes.items() if item[0] not in parents]
             leaf_items.sort(key=_winning_order, reverse=True)
@@ -280,6 +308,18 @@ def merge(tree: RevTree, path: Sequence[RevKey], *, deleted: bool = False) -> tu
         if newer[0] != older[0] + 1:
             raise ValueError(f"non-consecutive revision path at {format_rev(newer)}")
     last = path[-1]
+    if not tree:  # a new document: the path is the whole tree (ancestors known by id)
+        fresh: dict[RevKey, RevNode] = {}
+        prev: RevKey | None = None
+        for key in path:
+            fresh[key] = _node(prev, deleted and key == last, key != last)
+            prev = key
+        return RevTree._own(fresh, (last,)), "new_leaf"
+    return _merge(tree, path, deleted)
+
+
+def _merge(tree: RevTree, path: Sequence[RevKey], deleted: bool) -> tuple[RevTree, MergeTag]:
+    last = path[-1]
     known = last in tree
 
     nodes: Mapping[RevKey, RevNode] = tree.nodes  # copied on the first change only
@@ -293,7 +333,7 @@ def merge(tree: RevTree, path: Sequence[RevKey], *, deleted: bool = False) -> tu
             if changed is None:
                 nodes = changed = dict(nodes)
             is_last = key == last
-            changed[key] = RevNode(parent=prev, deleted=deleted and is_last, missing=not is_last)
+            changed[key] = _node(prev, deleted and is_last, not is_last)
             inserted_prefix.append(key)
         else:
             deepest_existing = key
@@ -325,7 +365,7 @@ def merge(tree: RevTree, path: Sequence[RevKey], *, deleted: bool = False) -> tu
         tag = "new_branch"
     if changed is None or (known and changed == tree.nodes):
         return tree, tag
-    return RevTree(changed), tag
+    return RevTree._own(changed), tag
 
 
 def stem(tree: RevTree, limit: int) -> RevTree:
@@ -337,8 +377,10 @@ def stem(tree: RevTree, limit: int) -> RevTree:
     """
     if limit < 1:
         raise ValueError("revs_limit must be at least 1")
-    keep: set[RevKey] = set()
     nodes = tree.nodes
+    if len(nodes) <= limit:  # no path can be longer than the tree has nodes
+        return tree
+    keep: set[RevKey] = set()
     for leaf in tree.leaves():
         key: RevKey | None = leaf
         depth = 0
@@ -352,9 +394,9 @@ def stem(tree: RevTree, limit: int) -> RevTree:
     for key in keep:
         node = nodes[key]
         if node.parent is not None and node.parent not in keep:
-            node = replace(node, parent=None)
+            node = _node(None, node.deleted, node.missing)
         stemmed[key] = node
-    return RevTree(stemmed)
+    return RevTree._own(stemmed)
 
 
 def compact(tree: RevTree) -> RevTree:
@@ -377,6 +419,10 @@ def to_json(tree: RevTree) -> list[list[Any]]:
     ``parent_index`` points into the same list (-1 for roots; parents sort first because
     their ``pos`` is smaller); ``flags`` bit 1 = deleted, bit 2 = missing.
     """
+    if len(tree.nodes) == 1:
+        [(key, node)] = tree.nodes.items()
+        flags = (_DELETED if node.deleted else 0) | (_MISSING if node.missing else 0)
+        return [[key[0], key[1], -1, flags]]
     order = sorted(tree.nodes)
     index = {key: i for i, key in enumerate(order)}
     rows: list[list[Any]] = []
@@ -395,12 +441,10 @@ def from_json(rows: Sequence[Sequence[Any]]) -> RevTree:
     for key, row in zip(keys, rows, strict=True):
         parent_index = int(row[2])
         flags = int(row[3])
-        nodes[key] = RevNode(
-            parent=None if parent_index < 0 else keys[parent_index],
-            deleted=bool(flags & _DELETED),
-            missing=bool(flags & _MISSING),
+        nodes[key] = _node(
+            None if parent_index < 0 else keys[parent_index], bool(flags & _DELETED), bool(flags & _MISSING)
         )
-    return RevTree(nodes)
+    return RevTree._own(nodes)
 
 
 def leaf_summary(tree: RevTree) -> list[tuple[str, bool]]:

@@ -158,7 +158,7 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
 
 def _summary(row: Sequence[Any]) -> DocSummary:
     doc_id, seq, leaves = row
-    return DocSummary(doc_id, seq, tuple((rev, bool(deleted)) for rev, deleted in orjson.loads(leaves)))
+    return DocSummary(doc_id, seq, tuple([(rev, bool(deleted)) for rev, deleted in orjson.loads(leaves)]))
 
 
 class _Reads:
@@ -211,7 +211,11 @@ class _Reads:
             )
         return {
             (doc_id, rev): Revision(
-                doc_id, rev, bool(deleted), orjson.loads(body), tuple(orjson.loads(blobs))
+                doc_id,
+                rev,
+                bool(deleted),
+                orjson.loads(body),
+                () if blobs == "[]" else tuple(orjson.loads(blobs)),
             )
             for doc_id, rev, deleted, body, blobs in rows
         }
@@ -263,8 +267,9 @@ class SQLiteWriteTxn(_Reads):
         body takes its references along.  Raises ``ValueError`` for an empty tree and
         ``errors.db_not_found()`` if the db was deleted.
 
-        Cost: at most six statements whatever the batch size (seq, dropped bodies,
-        cleared blob references, docs, bodies, new blob references).
+        Cost: one hop to the writer's thread, with at most six statements whatever the
+        batch size (seq, dropped bodies, cleared blob references, docs, bodies, new blob
+        references; the blob references are only cleared when this db has any).
         """
         if not writes:
             return []
@@ -276,56 +281,37 @@ class SQLiteWriteTxn(_Reads):
         drop_rows: list[tuple[Any, ...]] = []
         unref_rows: list[tuple[Any, ...]] = []  # revs whose blob references go (dropped or rewritten)
         blob_rows: list[tuple[Any, ...]] = []
+        dumps = orjson.dumps
         for write in writes:
+            doc_id = write.id
             leaves = revtree.leaf_summary(write.tree)
             if not leaves:
-                raise ValueError(f"empty revision tree for document {write.id!r}")
+                raise ValueError(f"empty revision tree for document {doc_id!r}")
             winner, deleted = leaves[0]
-            docs.append((write.id, winner, int(deleted), _json(leaves), _json(revtree.to_json(write.tree))))
-            drop_rows.extend((db_id, write.id, rev) for rev in write.drop_revs)
-            for revision in write.revisions:
-                body = orjson.dumps(revision.body)
-                rev_rows.append(
-                    (db_id, write.id, revision.rev, int(revision.deleted), len(body), body.decode())
+            docs.append(
+                (
+                    doc_id,
+                    winner,
+                    int(deleted),
+                    dumps(leaves).decode(),
+                    dumps(revtree.to_json(write.tree)).decode(),
                 )
-                unref_rows.append((db_id, write.id, revision.rev))
-                blob_rows.extend((db_id, write.id, revision.rev, key) for key in revision.blobs)
+            )
+            if write.drop_revs:
+                drop_rows.extend((db_id, doc_id, rev) for rev in write.drop_revs)
+            for revision in write.revisions:
+                body = dumps(revision.body)
+                rev_rows.append(
+                    (db_id, doc_id, revision.rev, int(revision.deleted), len(body), body.decode())
+                )
+                unref_rows.append((db_id, doc_id, revision.rev))
+                if revision.blobs:
+                    blob_rows.extend((db_id, doc_id, revision.rev, key) for key in revision.blobs)
         unref_rows += drop_rows
-        top = list(
-            await conn.execute_fetchall(
-                "UPDATE dbs SET update_seq = update_seq + ? WHERE id = ? RETURNING update_seq",
-                (len(writes), db_id),
-            )
+        first: int = await conn._execute(
+            _put_docs, conn._conn, db_id, docs, rev_rows, drop_rows, unref_rows, blob_rows
         )
-        if not top:
-            raise errors.db_not_found()
-        first = top[0][0] - len(writes) + 1
-        seqs = list(range(first, first + len(writes)))
-        if drop_rows:
-            await conn.executemany("DELETE FROM revs WHERE db_id = ? AND doc_id = ? AND rev = ?", drop_rows)
-        if unref_rows:
-            await conn.executemany(
-                "DELETE FROM revision_blobs WHERE db_id = ? AND doc_id = ? AND rev = ?", unref_rows
-            )
-        await conn.executemany(
-            "INSERT INTO docs (db_id, doc_id, seq, winner_rev, deleted, leaves, tree)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (db_id, doc_id) DO UPDATE SET seq = excluded.seq,"
-            " winner_rev = excluded.winner_rev, deleted = excluded.deleted,"
-            " leaves = excluded.leaves, tree = excluded.tree",
-            [(db_id, doc[0], seq, *doc[1:]) for doc, seq in zip(docs, seqs, strict=True)],
-        )
-        if rev_rows:
-            await conn.executemany(
-                "INSERT OR REPLACE INTO revs (db_id, doc_id, rev, deleted, size, body)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rev_rows,
-            )
-        if blob_rows:
-            await conn.executemany(
-                "INSERT INTO revision_blobs (db_id, doc_id, rev, blob_key) VALUES (?, ?, ?, ?)", blob_rows
-            )
-        return seqs
+        return list(range(first, first + len(writes)))
 
     async def put_local(self, doc: LocalDoc) -> None:
         """Create or replace the ``_local`` doc ``doc.id`` (stored as given: the caller
@@ -481,10 +467,7 @@ class SQLiteDbStore(_Reads):
         deleted and ``RuntimeError`` when called inside another transaction of the same
         storage.
         """
-        async with self._storage._transaction() as conn:
-            exists = await conn.execute_fetchall("SELECT 1 FROM dbs WHERE id = ?", (self._db_id,))
-            if not list(exists):
-                raise errors.db_not_found()
+        async with self._storage._transaction(self._db_id) as conn:
             txn = SQLiteWriteTxn(conn, self._db_id)
             try:
                 yield txn
@@ -673,9 +656,11 @@ class SQLiteStorage:
         return await conn.execute_fetchall(sql, params)
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, db_id: int | None = None) -> AsyncIterator[aiosqlite.Connection]:
         """``BEGIN IMMEDIATE`` on the writer under the writer lock; ``COMMIT`` on normal
-        exit, ``ROLLBACK`` on any exception (cancellation included)."""
+        exit, ``ROLLBACK`` on any exception (cancellation included).  With ``db_id``,
+        raises ``errors.db_not_found()`` (after rolling back) unless that db exists,
+        checked in the same thread hop as the ``BEGIN``."""
         self._check_not_nested()
         async with self._write_lock:
             conn = self._writer
@@ -684,13 +669,15 @@ class SQLiteStorage:
             self._write_owner = asyncio.current_task()
             try:
                 try:
-                    await conn.execute("BEGIN IMMEDIATE")
+                    exists = await conn._execute(_begin, conn._conn, db_id)
                 except BaseException:
                     # Cancelled while BEGIN still runs in the connection's thread: the
                     # ROLLBACK is queued behind it, so the connection ends up clean.
                     await _rollback_quietly(conn)
                     raise
                 try:
+                    if not exists:
+                        raise errors.db_not_found()
                     yield conn
                 except BaseException:
                     await _rollback_quietly(conn)
@@ -1028,6 +1015,59 @@ def _remove_blobs(root: Path, keys: list[str], cutoff: float) -> int:
         os.unlink(aside)
         deleted += 1
     return deleted
+
+
+# -- statements run in the writer's thread (one aiosqlite hop each) -------------------------
+
+
+def _put_docs(
+    db: sqlite3.Connection,
+    db_id: int,
+    docs: list[tuple[Any, ...]],
+    rev_rows: list[tuple[Any, ...]],
+    drop_rows: list[tuple[Any, ...]],
+    unref_rows: list[tuple[Any, ...]],
+    blob_rows: list[tuple[Any, ...]],
+) -> int:
+    """The statements of :meth:`SQLiteWriteTxn.put_docs`; returns the first new seq."""
+    count = len(docs)
+    top = db.execute(
+        "UPDATE dbs SET update_seq = update_seq + ? WHERE id = ? RETURNING update_seq", (count, db_id)
+    ).fetchall()
+    if not top:
+        raise errors.db_not_found()
+    first: int = top[0][0] - count + 1
+    if drop_rows:
+        db.executemany("DELETE FROM revs WHERE db_id = ? AND doc_id = ? AND rev = ?", drop_rows)
+    # Clearing references costs an index probe per revision: skip it while the db has none.
+    if unref_rows and db.execute("SELECT 1 FROM revision_blobs WHERE db_id = ? LIMIT 1", (db_id,)).fetchone():
+        db.executemany("DELETE FROM revision_blobs WHERE db_id = ? AND doc_id = ? AND rev = ?", unref_rows)
+    db.executemany(
+        "INSERT INTO docs (db_id, doc_id, seq, winner_rev, deleted, leaves, tree)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (db_id, doc_id) DO UPDATE SET seq = excluded.seq,"
+        " winner_rev = excluded.winner_rev, deleted = excluded.deleted,"
+        " leaves = excluded.leaves, tree = excluded.tree",
+        [(db_id, doc[0], seq, *doc[1:]) for seq, doc in enumerate(docs, first)],
+    )
+    if rev_rows:
+        db.executemany(
+            "INSERT OR REPLACE INTO revs (db_id, doc_id, rev, deleted, size, body) VALUES (?, ?, ?, ?, ?, ?)",
+            rev_rows,
+        )
+    if blob_rows:
+        db.executemany(
+            "INSERT INTO revision_blobs (db_id, doc_id, rev, blob_key) VALUES (?, ?, ?, ?)", blob_rows
+        )
+    return first
+
+
+def _begin(db: sqlite3.Connection, db_id: int | None) -> bool:
+    """``BEGIN IMMEDIATE``, then whether the db ``db_id`` exists (``True`` for ``None``)."""
+    db.execute("BEGIN IMMEDIATE")
+    if db_id is None:
+        return True
+    return db.execute("SELECT 1 FROM dbs WHERE id = ?", (db_id,)).fetchone() is not None
 
 
 async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
