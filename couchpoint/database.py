@@ -360,6 +360,8 @@ class Database:
             if entry.get("follows") is True:
                 raise errors.BadRequest(f"Attachment {name} is marked as following but has no part")
             raise errors.BadRequest(f"Invalid attachment {name}: expected data, stub or follows")
+        if not stored:
+            return {k: v for k, v in body.items() if k != "_attachments"}, ()
         blobs = tuple(dict.fromkeys(m["blob"] for m in stored.values()))
         return {**body, "_attachments": stored}, blobs
 
@@ -592,6 +594,13 @@ class Database:
             shown[name] = entry
         doc["_attachments"] = shown
         return doc, follows
+
+    async def stored_attachments(self, doc_id: str, rev: str) -> dict[str, Any]:
+        """Stored attachment metadata of revision ``rev`` (``{}`` when it has none)."""
+        key = (doc_id, format_rev(parse_rev(rev)))
+        revision = (await self.store.get_revisions([key])).get(key)
+        atts = revision.body.get("_attachments") if revision else None
+        return dict(atts) if isinstance(atts, dict) else {}
 
     async def attachment(self, doc_id: str, name: str, rev: str | None) -> dict[str, Any]:
         """Stored metadata of attachment ``name`` of the winner (or of ``rev``).

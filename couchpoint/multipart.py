@@ -483,21 +483,32 @@ class _Reader:
         self._parser = parser
         self._events: deque[Event] = deque()
         self._eof = False
+        self._failed: MultipartError | None = None
         self.current: Part | None = None
 
     async def next_event(self) -> Event | None:
-        """The next event, or ``None`` after the source ended and the body was complete."""
-        while not self._events:
-            if self._eof:
-                return None
-            try:
-                chunk = await self._source.__anext__()
-            except StopAsyncIteration:
-                self._eof = True
-                self._events.extend(self._parser.close())
-                continue
-            if chunk:
-                self._events.extend(self._parser.feed(chunk))
+        """The next event, or ``None`` after the source ended and the body was complete.
+
+        Once the body proved malformed, every later call raises the same
+        :class:`MultipartError` (so a consumer draining after an error sees the cause,
+        not a confusing end of stream)."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            while not self._events:
+                if self._eof:
+                    return None
+                try:
+                    chunk = await self._source.__anext__()
+                except StopAsyncIteration:
+                    self._eof = True
+                    self._events.extend(self._parser.close())
+                    continue
+                if chunk:
+                    self._events.extend(self._parser.feed(chunk))
+        except MultipartError as err:
+            self._failed = err
+            raise
         return self._events.popleft()
 
     async def body_chunk(self, part: Part) -> bytes | None:

@@ -68,9 +68,10 @@ async def bulk_docs(ctx: Ctx, db: str) -> Response:
 
 
 def _read_options(ctx: Ctx, body: dict[str, Any] | None = None) -> ReadOptions:
-    flags = {name: ctx.flag(name) for name in READ_FLAGS}
+    names = (*READ_FLAGS, "attachments", "att_encoding_info")
+    flags = {name: ctx.flag(name) for name in names}
     if body:
-        for name in READ_FLAGS:
+        for name in names:
             if body.get(name) is True:
                 flags[name] = True
     return ReadOptions.from_flags(flags)

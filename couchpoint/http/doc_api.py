@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from couchpoint.multipart import (
     ErrorPart,
     JsonPart,
     MixedPart,
+    MultipartError,
     Part,
     RelatedPart,
     iter_parts,
@@ -285,8 +287,9 @@ async def _multipart_doc(ctx: Ctx, database: Database, content_type: str) -> dic
             doc["_attachments"] = prepared
         return doc
     finally:
-        async for _ in parts:  # drain, so an error reaches a client still sending
-            pass
+        with contextlib.suppress(MultipartError):
+            async for _ in parts:  # drain, so an error reaches a client still sending
+                pass
 
 
 async def _store_part(
@@ -325,6 +328,12 @@ async def _copy(ctx: Ctx, db: str, database: Database, doc_id: str) -> Response:
     target_id = validate_docid(unquote(target))
     source, _ = await database.get_doc(doc_id, rev=ctx.query.get("rev"), options=ReadOptions())
     body = {k: v for k, v in source.items() if k not in ("_id", "_rev")}
+    if "_attachments" in body:
+        # The copy is a new doc: its attachments are the source's stored bodies, not stubs.
+        stored = await database.stored_attachments(doc_id, source["_rev"])
+        body["_attachments"] = {
+            name: PreparedAttachment(meta, meta.get("revpos")) for name, meta in stored.items()
+        }
     rev, deleted = await database.put_doc(target_id, body, rev=target_rev, new_edits=True)
     return _write_response(ctx, db, target_id, rev, deleted)
 
