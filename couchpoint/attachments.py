@@ -26,6 +26,8 @@ import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 
+import anyio
+
 from couchpoint import errors
 from couchpoint.storage.base import BlobTooLarge, Storage
 
@@ -35,6 +37,8 @@ COMPRESSION_LEVEL = 8
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _GZIP_WBITS = 31  # zlib: gzip wrapper, 32 KiB window
 _CHUNK = 64 * 1024
+_OFFLOAD = 32 * 1024
+"""Chunks at least this large are (de)compressed in a worker thread."""
 _PUBLIC_FIELDS = ("content_type", "revpos", "digest", "length")
 
 
@@ -137,7 +141,11 @@ async def store_stream(
     async def compressed() -> AsyncIterator[bytes]:
         deflater = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
         async for chunk in identity_counted():
-            out = deflater.compress(chunk)
+            # zlib releases the GIL: compress big chunks off the event loop.
+            if len(chunk) >= _OFFLOAD:
+                out = await anyio.to_thread.run_sync(deflater.compress, chunk)
+            else:
+                out = deflater.compress(chunk)
             if out:
                 yield out
         yield deflater.flush()
@@ -214,7 +222,10 @@ async def read_decoded(storage: Storage, meta: dict[str, Any]) -> AsyncIterator[
         return
     inflater = zlib.decompressobj(_GZIP_WBITS)
     async for chunk in storage.read_blob(meta["blob"]):
-        out = inflater.decompress(chunk)
+        if len(chunk) >= _OFFLOAD:
+            out = await anyio.to_thread.run_sync(inflater.decompress, chunk)
+        else:
+            out = inflater.decompress(chunk)
         if out:
             yield out
     tail = inflater.flush()
