@@ -16,6 +16,7 @@ import pytest
 from starlette.applications import Starlette
 
 from couchpoint import create_app
+from couchpoint.auth import hash_password
 from couchpoint.config import Settings
 from couchpoint.storage import MemoryStorage, SQLiteStorage
 
@@ -32,6 +33,7 @@ def basic(name: str, password: str) -> dict[str, str]:
 
 
 ADMIN_AUTH = basic(*ADMIN)
+ADMIN_HASH = hash_password(ADMIN[1], 1000)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -48,7 +50,7 @@ async def make_app(backend: str, tmp_path: Path) -> AsyncIterator[MakeApp]:
         storage: Any = (
             MemoryStorage() if backend == "memory" else SQLiteStorage(tmp_path / f"s{len(apps)}.sqlite3")
         )
-        options = {"admins": {ADMIN[0]: ADMIN[1]}, **FAST, **overrides}
+        options = {"admins": {ADMIN[0]: ADMIN_HASH}, **FAST, **overrides}
         app = create_app(storage=storage, settings=Settings(), **options)
         apps.append(app)
         return app
