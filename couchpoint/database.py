@@ -489,14 +489,38 @@ class Database:
 
     async def _winner_visible(self, info: DocInfo) -> bool:
         """Read access is decided on the winning revision of the document."""
-        winner = revtree.winner(info.tree)
-        if winner is None:
-            return False
-        rev = format_rev(winner)
-        revision = (await self.store.get_revisions([(info.id, rev)])).get((info.id, rev))
-        if revision is None:
-            return False
-        return self.visible(render_doc(info.id, rev, revision.deleted, revision.body))
+        return self.visible((await self.access_docs([info])).get(info.id))
+
+    async def access_docs(self, infos: Sequence[DocInfo]) -> dict[str, dict[str, Any]]:
+        """The doc the ``read_access`` hooks judge, per document: the winning revision;
+        for a deleted document, its tombstone laid over the last live revision before it
+        (clients delete with bare ``{_id, _rev, _deleted}``, so the fields that decide
+        ownership live in the revision the tombstone replaced)."""
+        wanted: list[tuple[str, str]] = []
+        plans: dict[str, list[str]] = {}
+        for info in infos:
+            winner = revtree.winner(info.tree)
+            if winner is None:
+                continue
+            revs = [format_rev(winner)]
+            if info.tree[winner].deleted:
+                revs += [format_rev(k) for k in revtree.ancestry(info.tree, winner)[1:]]
+            plans[info.id] = revs
+            wanted.extend((info.id, rev) for rev in revs)
+        found = await self.store.get_revisions(wanted)
+        out: dict[str, dict[str, Any]] = {}
+        for doc_id, revs in plans.items():
+            top = found.get((doc_id, revs[0]))
+            if top is None:
+                continue
+            doc = render_doc(doc_id, top.rev, top.deleted, top.body)
+            for rev in revs[1:]:
+                live = found.get((doc_id, rev))
+                if live is not None and not live.deleted:
+                    doc = {**render_doc(doc_id, live.rev, False, live.body), **doc}
+                    break
+            out[doc_id] = doc
+        return out
 
     async def _render(
         self, info: DocInfo, keys: Sequence[RevKey], options: ReadOptions, *, multipart: bool = False
@@ -694,7 +718,8 @@ class Database:
         ids = [d["id"] for d in docs if isinstance(d, dict) and isinstance(d.get("id"), str)]
         infos = await self.store.get_docs(list(dict.fromkeys(ids)))
         if self.restricts_reads:
-            infos = {i: info for i, info in infos.items() if await self._winner_visible(info)}
+            access = await self.access_docs(list(infos.values()))
+            infos = {i: info for i, info in infos.items() if self.visible(access.get(i))}
         plans: list[tuple[Any, Any, list[RevKey | str] | errors.CouchError, ReadOptions | None]] = []
         wanted_keys: list[tuple[str, str]] = []
         for entry in docs:
@@ -880,10 +905,10 @@ class Database:
         return total, rows
 
     async def _visible_only(self, found: Mapping[str, DocSummary]) -> dict[str, DocSummary]:
-        """The summaries whose winning revision the caller may read (deleted docs stay:
-        they carry no body)."""
-        docs = await self.winner_docs([s for s in found.values() if not s.deleted])
-        return {i: s for i, s in found.items() if s.deleted or self.visible(docs.get(i))}
+        """The summaries of the documents the caller may read (see :meth:`access_docs`)."""
+        infos = await self.store.get_docs(list(found))
+        docs = await self.access_docs(list(infos.values()))
+        return {i: s for i, s in found.items() if self.visible(docs.get(i))}
 
     async def _include(self, rows: Sequence[DocSummary], conflicts: bool) -> dict[str, dict[str, Any]]:
         docs = await self.winner_docs([r for r in rows if not r.deleted])

@@ -334,11 +334,7 @@ ROUTES: dict[str, Callable[[World], Awaitable[None]]] = {
 }
 
 
-KNOWN_LEAKS = {
-    "all_docs_keys_deleted": "couchpoint/database.py Database._visible_only keeps every deleted doc "
-    "without asking read_access, so _all_docs?keys=[id] answers another user's tombstone "
-    "({id, value: {rev, deleted: true}}) instead of not_found",
-}
+KNOWN_LEAKS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
