@@ -203,11 +203,15 @@ class _Reads:
             rows += await self._fetch(
                 f"WITH k (doc_id, rev) AS (VALUES {values})"
                 " SELECT r.doc_id, r.rev, r.deleted, r.body,"
+                # The references are looked up per row only when the db has any (the
+                # EXISTS is computed once per statement).
+                " CASE WHEN EXISTS (SELECT 1 FROM revision_blobs WHERE db_id = ?) THEN"
                 " (SELECT json_group_array(blob_key) FROM (SELECT b.blob_key FROM revision_blobs AS b"
                 "  WHERE b.db_id = r.db_id AND b.doc_id = r.doc_id AND b.rev = r.rev ORDER BY b.rowid))"
+                " ELSE '[]' END"
                 " FROM k CROSS JOIN revs AS r"
                 " WHERE r.db_id = ? AND r.doc_id = k.doc_id AND r.rev = k.rev",
-                (*itertools.chain.from_iterable(chunk), self._db_id),
+                (*itertools.chain.from_iterable(chunk), self._db_id, self._db_id),
             )
         return {
             (doc_id, rev): Revision(
