@@ -1055,6 +1055,9 @@ class Server:
         db = self._dbs.get(name)
         if db is None or db.store is not store:
             info = await store.info()
+            db = self._dbs.get(name)  # another request may have opened it meanwhile
+            if db is not None and db.store is store:
+                return db
             db = Database(
                 store,
                 ChangeNotifier(info.update_seq),

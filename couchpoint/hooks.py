@@ -44,6 +44,8 @@ def _for_db(registry: Mapping[str | None, Any] | Any, db: str) -> list[Any]:
         return []
     if callable(registry):
         return [registry]
+    if isinstance(registry, list | tuple):
+        return list(registry)
     found = []
     for key in (None, "*", db):
         value = registry.get(key)
@@ -57,8 +59,8 @@ def _for_db(registry: Mapping[str | None, Any] | Any, db: str) -> list[Any]:
 class Hooks:
     """The hooks of one couchpoint app.
 
-    Each attribute is either one callable (server-wide) or a mapping ``{db name: callable
-    or list of callables}``; the key ``"*"`` (or ``None``) means every database.
+    Each attribute is one callable or a list of callables (server-wide), or a mapping
+    ``{db name: callable or list of callables}``; the key ``"*"`` (or ``None``) means every database.
     ``filters`` maps ``"ddoc/name"`` to a filter, or ``{db: {"ddoc/name": filter}}``.
     """
 

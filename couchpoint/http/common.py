@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.requests import Request
@@ -120,7 +121,7 @@ class Ctx:
     def base_url(self) -> str:
         """Absolute URL of the app's root (for ``Location`` headers)."""
         url = self.request.url
-        root = self.request.scope.get("root_path", "")
+        root = quote(self.request.scope.get("root_path", ""), safe="/")
         return f"{url.scheme}://{url.netloc}{root}"
 
 

@@ -8,8 +8,8 @@ revs and never interprets bodies.  Merging, conflict rules and stemming happen a
 
 Two backends ship with couchpoint: :class:`couchpoint.storage.memory.MemoryStorage` (the
 executable specification) and :class:`couchpoint.storage.sqlite.SQLiteStorage` (the
-embedded default).  ``tests/storage/contract.py`` is the conformance suite every backend
-must pass.
+embedded default).  ``couchpoint.testing.storage_contract`` is the conformance suite every
+backend must pass (see docs/storage.md).
 
 Model
 -----
