@@ -136,7 +136,15 @@ async def _authorize_db(ctx: Ctx, db: str, rest: list[str]) -> None:
         return
     if access is security.Access.SERVER_ADMIN:
         security.check(user, access, None)
-    database = await ctx.server.get_db(db)  # 404 for a missing db, as CouchDB
+    try:
+        database = await ctx.server.get_db(db)
+    except errors.CouchError as exc:
+        if exc.status != 404:
+            raise
+        # A missing database looks admin-only to everyone but server admins (CouchDB
+        # answers 404 here, telling anyone which databases exist).
+        security.check(user, access, None)
+        raise
     sec = security.effective(await database.store.get_security())
     if db == USERS_DB and not security.is_db_admin(user, sec):
         users.users_access(user, ctx.method, rest, sec)

@@ -199,8 +199,10 @@ async def test_new_database_is_admin_only_until_security_opens_it(client: httpx.
     assert (await client.put("/fresh/_security", json={}, headers=ADMIN_AUTH)).status_code == 200
     assert (await client.get("/fresh")).status_code == 200
     assert (await client.put("/fresh/d", json={})).status_code == 201
-    # missing databases are 404 whoever asks (CouchDB looks the db up first)
-    assert error_of(await client.get("/nope"))[0] == 404
+    # a missing database looks like an admin-only one (no existence leak; CouchDB: 404)
+    assert error_of(await client.get("/nope")) == UNAUTH
+    assert error_of(await client.get("/nope/_changes", headers=basic("bob", "pw"))) == FORBID
+    assert error_of(await client.get("/nope", headers=ADMIN_AUTH))[0] == 404
 
 
 async def test_default_security_everyone(make_app) -> None:  # type: ignore[no-untyped-def]
