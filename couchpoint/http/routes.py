@@ -194,12 +194,13 @@ def _replay(body: bytes) -> Callable[[], Awaitable[Message]]:
 
 
 async def _prepare_users_write(ctx: Ctx, rest: list[str]) -> list[str]:
-    """Parse a JSON write to ``_users`` strictly (duplicate keys → 400), hash plain
+    """Parse a (JSON, whatever its content type) write to ``_users`` strictly (duplicate
+    keys → 400), hash plain
     ``password`` fields, and hand the handler the rewritten body.  Returns the ids of
     the documents it writes."""
     content_type = ctx.request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json":
-        return list(rest[:1])
+    if content_type.startswith("multipart/"):
+        return list(rest[:1])  # a plain password in it is refused by the users validator
     is_doc = len(rest) == 1 and not rest[0].startswith("_")
     if not (not rest or is_doc or rest == ["_bulk_docs"]):
         return []

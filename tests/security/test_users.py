@@ -37,6 +37,12 @@ async def test_password_is_stored_hashed(client: httpx.AsyncClient) -> None:
     assert response.status_code == 201 and response.json()[0]["ok"] is True
     assert "password" not in await raw_doc(client, "bulk")
     assert (await client.get("/_session", headers=basic("bulk", "b"))).json()["userCtx"]["name"] == "bulk"
+    # curl -d without a JSON content type: the body is still read as JSON and hashed
+    body = b'{"name": "plain", "type": "user", "roles": [], "password": "p"}'
+    response = await client.put(
+        "/_users/org.couchdb.user:plain", content=body, headers={"Content-Type": "text/plain", **ADMIN_AUTH}
+    )
+    assert response.status_code == 201 and "password" not in await raw_doc(client, "plain")
 
 
 async def test_couchdb_auth_rules(client: httpx.AsyncClient) -> None:
