@@ -265,8 +265,17 @@ class _Live:
             timeout = max(0.0, self.deadline - time.monotonic())
         return await self.db.notifier.wait(self.last_seq, timeout)
 
+    @property
+    def caught_up(self) -> bool:
+        """Nothing newer than :attr:`last_seq` is known to this process.  A live feed then
+        skips its storage read and waits: writes of this process are published as they
+        commit, those of others by the :class:`~couchpoint.notify.SeqWatcher`."""
+        return self.last_seq >= self.db.notifier.seq
+
     async def pending(self, closed: bool = False) -> int:
-        if self.query.descending or closed or self.last_seq >= self.db.notifier.seq:
+        """Changes after :attr:`last_seq` (``pending``).  0 without asking storage when the
+        feed read everything it could (no ``limit`` cut it) up to the notifier's seq."""
+        if self.query.descending or closed or (self.caught_up and not self.full):
             return 0
         return await self.db.store.count_changes(self.last_seq)
 
@@ -291,9 +300,10 @@ async def _single_response(db: Database, query: ChangesQuery, since: int) -> Asy
     separator = b""
     closed = False
     if query.limit != 0:
-        async for row in feed.rows(None):
-            yield separator + _dumps(row)
-            separator = b",\n"
+        if query.feed == "normal" or not feed.caught_up:
+            async for row in feed.rows(None):
+                yield separator + _dumps(row)
+                separator = b",\n"
         if query.feed == "longpoll" and feed.sent == 0 and not query.descending:
             while feed.sent == 0:
                 woke = await feed.next()
@@ -305,11 +315,17 @@ async def _single_response(db: Database, query: ChangesQuery, since: int) -> Asy
                 if woke is CLOSED:
                     closed = True
                     break
-                async for row in feed.rows(None if woke is CATCH_UP else woke):  # type: ignore[arg-type]
-                    yield separator + _dumps(row)
-                    separator = b",\n"
+                # The rows and the end of the response in one chunk: one write, not two.
+                rows = [row async for row in feed.rows(None if woke is CATCH_UP else woke)]  # type: ignore[arg-type]
+                if rows:
+                    yield b",\n".join(_dumps(row) for row in rows) + await _end(feed, closed)
+                    return
+    yield await _end(feed, closed)
+
+
+async def _end(feed: _Live, closed: bool) -> bytes:
     pending = await feed.pending(closed)
-    yield b"\n],\n" + b'"last_seq":' + _dumps(feed.last_seq) + b',"pending":' + _dumps(pending) + b"}\n"
+    return b"\n],\n" + b'"last_seq":' + _dumps(feed.last_seq) + b',"pending":' + _dumps(pending) + b"}\n"
 
 
 async def _stream(db: Database, query: ChangesQuery, since: int) -> AsyncIterator[bytes]:
@@ -323,7 +339,7 @@ async def _stream(db: Database, query: ChangesQuery, since: int) -> AsyncIterato
             return b"data: " + _dumps(row) + b"\nid: " + _dumps(row["seq"]) + b"\n\n"
         return _dumps(row) + b"\n"
 
-    if query.limit != 0:
+    if query.limit != 0 and not feed.caught_up:
         async for row in feed.rows(None):
             yield frame(row)
     if feed.sent == 0:
