@@ -1,5 +1,5 @@
 # couchpoint in a container: `docker build -t couchpoint .` then
-#   docker run -p 127.0.0.1:5984:5984 -v couchpoint-data:/data couchpoint
+#   docker run -p 127.0.0.1:5984:5984 -v couchpoint-data:/data -e COUCHPOINT_ADMINS=admin:pw couchpoint
 # compose.yaml runs it next to a CouchDB 3 that replicates with it both ways.
 FROM python:3.11-slim
 
@@ -21,6 +21,6 @@ WORKDIR /data
 VOLUME /data
 EXPOSE 5984
 
-# 0.0.0.0 is needed inside a container; publish the port on 127.0.0.1 unless the server
-# has admins (COUCHPOINT_ADMINS) and you mean to expose it.
+# 0.0.0.0 is needed inside a container, so couchpoint needs a server admin
+# (COUCHPOINT_ADMINS=name:password) and refuses to start without one.
 CMD ["couchpoint", "serve", "--host", "0.0.0.0", "--port", "5984", "--data-dir", "/data"]
