@@ -37,7 +37,7 @@ from couchpoint import errors, security, users
 from couchpoint.auth import USER_PREFIX, USERS_DB, Authenticator, load_user
 from couchpoint.document import DESIGN_PREFIX, LOCAL_PREFIX
 from couchpoint.hooks import Hooks
-from couchpoint.http import changes_api, db_api, doc_api, security_api, server_api
+from couchpoint.http import changes_api, db_api, demo, doc_api, security_api, server_api
 from couchpoint.http.common import Ctx
 
 Handler = Callable[[Ctx, str], Awaitable[Response]]
@@ -104,6 +104,8 @@ async def _route(ctx: Ctx, auth: Authenticator) -> Response:
     if not segments:
         return await server_api.root(ctx)
     head = segments[0]
+    if head == "_demo":  # the demo page (static files, public like CouchDB's /_utils)
+        return await demo.demo(ctx)
     if head.startswith("_") and head not in SYSTEM_DBS:
         if len(segments) == 1 and head in PUBLIC_SERVER_ENDPOINTS:
             return await server_api.ENDPOINTS[head](ctx, auth)
