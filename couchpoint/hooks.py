@@ -20,6 +20,13 @@ plain function or a coroutine function, and may apply server-wide or to one data
     functions.  ``req`` is ``{"query": {...query params}, "userCtx": {...}}``; return
     ``True`` to emit the revision.  Must be synchronous (it runs per row).
 
+``authenticate(request)``
+    Your own authentication, tried before couchpoint's (JWT, cookie, Basic): given the
+    Starlette ``Request``, return ``{"name": ..., "roles": [...]}`` to run the request
+    as that user, or ``None`` to fall back to couchpoint's own; raise
+    :class:`couchpoint.errors.Unauthorized` to answer 401.  Sync or async.  Use it when
+    the app embedding couchpoint already knows its users (sessions, API keys, a proxy).
+
 ``read_access(doc, user_ctx)``
     Per-document visibility: return ``False`` to hide ``doc`` (the winning revision) from
     the caller.  Applied consistently to doc GETs, ``open_revs``, ``_bulk_get``,
@@ -37,6 +44,7 @@ from typing import Any
 Validator = Callable[[dict[str, Any], dict[str, Any] | None, dict[str, Any], dict[str, Any]], Any]
 ChangeFilter = Callable[[dict[str, Any], dict[str, Any]], bool]
 ReadAccess = Callable[[dict[str, Any], dict[str, Any]], bool]
+Authenticate = Callable[[Any], Any]
 
 
 def _for_db(registry: Mapping[str | None, Any] | Any, db: str) -> list[Any]:
@@ -67,6 +75,7 @@ class Hooks:
     validate_doc_update: Validator | Mapping[str | None, Any] | None = None
     filters: Mapping[str, Any] = field(default_factory=dict)
     read_access: ReadAccess | Mapping[str | None, Any] | None = None
+    authenticate: Authenticate | None = None
 
     def validators(self, db: str) -> list[Validator]:
         """Validators that apply to database ``db``."""

@@ -33,13 +33,13 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from couchpoint import errors
-from couchpoint.auth import ADMIN_PARTY, ANONYMOUS, COOKIE_NAME, Authenticator, UserCtx
+from couchpoint.auth import ANONYMOUS, Authenticator
 from couchpoint.config import Settings
 from couchpoint.database import Server
 from couchpoint.hooks import Hooks
 from couchpoint.http.common import SERVER_HEADER, Ctx, error_response
 from couchpoint.http.cors import CouchCORS
-from couchpoint.http.routes import dispatch
+from couchpoint.http.routes import dispatch, install_builtin_hooks
 from couchpoint.storage.base import Storage
 
 log = logging.getLogger("couchpoint")
@@ -90,19 +90,6 @@ class CouchRouter:
         self.settings = settings
         self.auth = auth
 
-    def _user(self, request: Request) -> UserCtx:
-        if self.auth.admin_party:
-            return ADMIN_PARTY
-        header = request.headers.get("authorization", "")
-        if header[:6].lower() == "basic ":
-            return self.auth.basic(header[6:])
-        cookie = request.cookies.get(COOKIE_NAME)
-        if cookie:
-            user = self.auth.cookie(cookie)
-            if user is not None:
-                return user
-        return ANONYMOUS
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
@@ -116,8 +103,7 @@ class CouchRouter:
             segments = split_path(
                 _relative_raw_path(scope), decode_plus_to_space=self.settings.decode_plus_to_space
             )
-            user = self._user(request)
-            ctx = Ctx(request, self.server, self.settings, user, segments)
+            ctx = Ctx(request, self.server, self.settings, ANONYMOUS, segments)  # dispatch authenticates
             ctx.response_headers["X-Couch-Request-ID"] = request_id
             response = await dispatch(ctx, self.auth)
         except errors.CouchError as err:
@@ -158,6 +144,7 @@ def create_app(
     validate_doc_update: Any = None,
     filters: Any = None,
     read_access: Any = None,
+    authenticate: Any = None,
     **overrides: Any,
 ) -> Starlette:
     """Build couchpoint's ASGI app.
@@ -168,7 +155,7 @@ def create_app(
     ``admins={"admin": "pw"}``, ``cors_origins=("https://app.example",)``).
 
     Hooks (:mod:`couchpoint.hooks`): ``hooks=Hooks(...)``, or the shortcuts
-    ``validate_doc_update=``, ``filters=`` and ``read_access=``.
+    ``validate_doc_update=``, ``filters=``, ``read_access=`` and ``authenticate=``.
 
     The returned Starlette app opens storage at start-up (or on the first request when no
     lifespan runs) and closes it at shutdown.  ``app.state.server`` is the
@@ -182,6 +169,9 @@ def create_app(
         hooks.filters = filters
     if read_access is not None:
         hooks.read_access = read_access
+    if authenticate is not None:
+        hooks.authenticate = authenticate
+    install_builtin_hooks(hooks)
     if storage is None:
         from couchpoint.storage.sqlite import SQLiteStorage
 

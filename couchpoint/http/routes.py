@@ -34,9 +34,10 @@ from starlette.responses import Response
 from starlette.types import Message
 
 from couchpoint import errors, security, users
-from couchpoint.auth import USER_PREFIX, USERS_DB, Authenticator, load_user
+from couchpoint.auth import USER_PREFIX, USERS_DB, Authenticator, AuthResult, UserCtx, load_user
 from couchpoint.document import DESIGN_PREFIX, LOCAL_PREFIX
 from couchpoint.hooks import Hooks
+from couchpoint.hooks import call as call_hook
 from couchpoint.http import changes_api, db_api, demo, doc_api, security_api, server_api
 from couchpoint.http.common import Ctx
 
@@ -90,13 +91,26 @@ def install_builtin_hooks(hooks: Hooks) -> None:
 
 async def dispatch(ctx: Ctx, auth: Authenticator) -> Response:
     """Authenticate, authorize, route; return the response (errors raise CouchError)."""
-    install_builtin_hooks(ctx.server.hooks)
-    result = await auth.authenticate(ctx.request, ctx.server, ctx.settings)
+    custom = ctx.server.hooks.authenticate
+    found = await call_hook(custom, ctx.request) if custom is not None else None
+    if found is not None:
+        result = AuthResult(_user_ctx(found))
+    else:
+        result = await auth.authenticate(ctx.request, ctx.server, ctx.settings)
     ctx.user = result.user
     response = await _route(ctx, auth)
     if result.refresh_cookie:
         response.headers.append("Set-Cookie", auth.set_cookie_header(result.refresh_cookie))
     return response
+
+
+def _user_ctx(found: Any) -> UserCtx:
+    """A user from the ``authenticate`` hook: a :class:`UserCtx` or ``{"name", "roles"}``."""
+    if isinstance(found, UserCtx):
+        return found
+    if isinstance(found, Mapping):
+        return UserCtx(found.get("name"), tuple(found.get("roles", ())), "hook")
+    raise TypeError(f"authenticate hook returned {found!r}; expected a dict, UserCtx or None")
 
 
 async def _route(ctx: Ctx, auth: Authenticator) -> Response:

@@ -241,3 +241,39 @@ class TestReadAccess:
             auth=("eve", "pw"),
         )
         assert [r["id"] for r in response.json()["results"]] == ["pub"]
+
+
+async def test_authenticate_hook_runs_requests_as_the_app_user() -> None:
+    """``create_app(authenticate=...)``: the embedding app decides who the caller is; its
+    user reaches the validate and read-access hooks, ``None`` falls back to couchpoint's
+    own authentication (here: anonymous → 401 on an admin-only db)."""
+    import httpx
+
+    from couchpoint import Forbidden, create_app
+    from couchpoint.storage import MemoryStorage
+
+    seen: list[dict] = []
+
+    def authenticate(request):  # type: ignore[no-untyped-def]
+        key = request.headers.get("x-api-key")
+        return {"name": key, "roles": ["_admin"] if key == "boss" else []} if key else None
+
+    def validate(new_doc, old_doc, user_ctx, security):  # type: ignore[no-untyped-def]
+        seen.append(user_ctx)
+        if new_doc.get("owner") != user_ctx["name"]:
+            raise Forbidden("owner must be you")
+
+    app = create_app(storage=MemoryStorage(), admins={"admin": "pw"}, authenticate=authenticate,
+                     validate_doc_update=validate)  # fmt: skip
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.put("/db", headers={"x-api-key": "boss"})).status_code == 201
+        ok = await client.put("/db/a", json={"owner": "boss"}, headers={"x-api-key": "boss"})
+        assert ok.status_code == 201
+        denied = await client.put("/db/b", json={"owner": "eve"}, headers={"x-api-key": "boss"})
+        assert denied.status_code == 403
+        assert denied.json() == {"error": "forbidden", "reason": "owner must be you"}
+        anonymous = await client.get("/db/a")
+        assert anonymous.status_code == 401
+    assert [u["name"] for u in seen] == ["boss", "boss"]
+    await app.state.server.close()
