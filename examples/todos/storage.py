@@ -431,6 +431,7 @@ class TodoDb:
     async def write(self) -> AsyncIterator[TodoTxn]:
         writer = self._storage._writer
         async with self._storage._write_lock:  # SQLite has one writer per file
+            self._storage._write_owner = asyncio.current_task()
             try:
                 await writer.call(lambda conn: conn.execute("BEGIN IMMEDIATE"))
                 if self.mirrored:
@@ -567,6 +568,7 @@ class TodoStorage:
         self._reader = _Conn(self.path, "todo-read")
         self._writer = _Conn(self.path, "todo-write")
         self._write_lock = asyncio.Lock()  # one SQLite writer for every database
+        self._write_owner: asyncio.Task[Any] | None = None  # the task holding _write_lock
         self._dbs: dict[str, TodoDb] = {}
         self._opened = False
 
@@ -687,7 +689,7 @@ class TodoStorage:
     async def _fold_if_pending(self, db: TodoDb) -> None:
         # A read inside the task that holds the write lock must not wait for it: the
         # holder folded the outbox when it began.
-        if self._write_lock.locked():
+        if self._write_lock.locked() and self._write_owner is asyncio.current_task():
             return
         if await self._reader.call(_outbox_pending):
             async with db.write():
