@@ -270,17 +270,24 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 
 def table(results: Results, servers: list[str]) -> list[str]:
-    """Markdown table: one row per metric, value and peak RSS per server, ratios."""
+    """Markdown table: one row per metric, value and peak RSS per server, the raw SQLite
+    floor, and the couchpoint/other ratios (> 1: couchpoint is faster)."""
     others = [s for s in servers if s != "couchpoint"]
+    raw = any("sqlite3" in row.values for row in results.rows.values())
     head = ["workload", "unit"]
     for s in servers:
         head += [s, f"{s} RSS MB"]
-    head += [f"couchpoint / {s}" for s in others if "couchpoint" in servers]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if raw:
+        head.append("raw SQLite")
+    if "couchpoint" in servers:
+        head += [f"couchpoint / {s}" for s in others]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for row in results.rows.values():
         cells = [row.key, row.unit]
         for s in servers:
             cells += [fmt(row.values.get(s), row.unit), fmt(row.rss.get(s))]
+        if raw:
+            cells.append(fmt(row.values.get("sqlite3"), row.unit))
         if "couchpoint" in servers:
             for s in others:
                 mine, theirs = row.values.get("couchpoint"), row.values.get(s)
@@ -374,7 +381,6 @@ def _npm_version(package: str) -> str:
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
-    import aiosqlite  # noqa: F401
 
     cpu = "-"
     mem = "-"
@@ -403,7 +409,24 @@ def machine() -> dict[str, Any]:
         "pouchdb": _npm_version("pouchdb"),
         "pouchdb-adapter-memory": _npm_version("pouchdb-adapter-memory"),
         "pouchdb-server": _npm_version("pouchdb-server"),
-        "couchpoint commit": _version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        **_couchpoint_source(),
+        "loadavg at start": Path("/proc/loadavg").read_text().split()[:3]
+        if Path("/proc/loadavg").exists()
+        else "-",
+    }
+
+
+def _couchpoint_source() -> dict[str, str]:
+    """Where the served couchpoint comes from (the child inherits PYTHONPATH), and its
+    git commit, marked when its couchpoint/ differs from that commit."""
+    src = _version(
+        [sys.executable, "-c", "import couchpoint, os; print(os.path.dirname(couchpoint.__path__[0]))"]
+    )
+    commit = _version(["git", "-C", src or str(REPO), "rev-parse", "--short", "HEAD"]) or "-"
+    dirty = _version(["git", "-C", src or str(REPO), "status", "--porcelain", "--", "couchpoint"])
+    return {
+        "couchpoint source": src,
+        "couchpoint commit": commit + (" (+ uncommitted changes)" if dirty else ""),
     }
 
 
@@ -498,10 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
-    columns = list(args.servers)
-    if "raw" in args.workloads:
-        columns.append("sqlite3")
-    lines = table(results, columns)
+    lines = table(results, list(args.servers))
     checks = targets(results, args)
     print("\n".join(lines))
     print()
