@@ -20,6 +20,7 @@ Feed*:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -257,13 +258,20 @@ class _Live:
     async def next(self) -> ChangeBatch | Signal:
         """Wait for what comes after :attr:`last_seq`: a batch, :data:`CATCH_UP`,
         :data:`TIMEOUT` (a heartbeat is due, or the feed idled for ``timeout``) or
-        :data:`CLOSED`."""
+        :data:`CLOSED`.
+
+        A cancelled wait is :data:`CLOSED` too: the request is being cancelled while the
+        feed idles (uvicorn's graceful-shutdown timeout, or the client went away), and the
+        feed ends with its final line rather than an error (clients resume from it)."""
         q = self.query
         if q.heartbeat_ms:
             timeout = q.heartbeat_ms / 1000
         else:
             timeout = max(0.0, self.deadline - time.monotonic())
-        return await self.db.notifier.wait(self.last_seq, timeout)
+        try:
+            return await self.db.notifier.wait(self.last_seq, timeout)
+        except asyncio.CancelledError:
+            return CLOSED
 
     @property
     def caught_up(self) -> bool:

@@ -97,6 +97,7 @@ class ChangeBatch:
         if self._revisions is None:
             keys = [(row.id, rev) for row in self.rows if row.id for rev, _ in row.leaves]
             self._revisions = asyncio.ensure_future(self._store.get_revisions(keys))
+            self._revisions.add_done_callback(_retrieve)  # no "never retrieved" if all left
         return await asyncio.shield(self._revisions)
 
 
@@ -234,6 +235,11 @@ class ChangeNotifier:
         finally:
             if self._fetcher is asyncio.current_task():
                 self._fetcher = None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

@@ -163,12 +163,13 @@ class FeedResponse(StreamingResponse):
         except asyncio.CancelledError:
             if not state.disconnected:
                 raise
-            task.uncancel()  # our own cancellation: the client went away
         except OSError:
             pass
         finally:
             state.done = True
             listener.cancel()
+            if state.disconnected and task.cancelling():
+                task.uncancel()  # our own cancellation (the feed may have absorbed it)
 
 
 class _FeedState:

@@ -125,7 +125,7 @@ async def test_vanished_clients_leave_no_task_waiter_connection_or_memory(live: 
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
-    assert took < 2.0
+    assert took < 5.0  # eventually()'s deadline; usually well under a second
     # A feed holds kilobytes while open; once it is gone nothing of it remains.  Not
     # counted: containers of the loop that keep the size they grew to (the selector's,
     # the transports' and the tasks' registries) and SQLite's statement cache.

@@ -7,12 +7,18 @@ asserted against deadlines with generous tolerance; nothing sleeps to wait for a
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 
 import orjson
 import pytest
 
-from .conftest import Live, open_feed, put_doc, update_seq
+from couchpoint import create_app
+from couchpoint.config import Settings
+from couchpoint.storage import SQLiteStorage
+
+from .conftest import Live, live_server, open_feed, put_doc, update_seq
 
 # A heartbeat every 200 ms: a newline must never come much sooner, nor much later.
 HEARTBEAT_MS = 200
@@ -303,3 +309,31 @@ async def test_deleting_the_db_ends_its_feeds(live: Live, db: str) -> None:
         assert await poll.wait_end() < 5.0
     assert orjson.loads(cont.lines()[-1]) == {"last_seq": 1, "pending": 0}
     assert orjson.loads(poll.body) == {"results": [], "last_seq": 1, "pending": 0}
+
+
+async def test_server_shutdown_ends_idle_feeds_with_their_final_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn's graceful shutdown cancels requests still open after its timeout (2 s
+    here; ``couchpoint serve``: 3 s): an idle feed then ends with its final line, which
+    clients resume from, not with an error."""
+    caplog.set_level(logging.ERROR)
+    app = create_app(storage=SQLiteStorage(tmp_path / "s.sqlite3"), settings=Settings())
+    async with live_server(app) as live:
+        await live.client.put("/db")
+        await put_doc(live.client, "db", "a", {})
+        async with (
+            open_feed(live.client, "/db/_changes?feed=continuous&since=now&heartbeat=60000") as cont,
+            open_feed(live.client, "/db/_changes?feed=longpoll&since=now&heartbeat=60000") as poll,
+            open_feed(live.client, "/db/_changes?feed=eventsource&since=now&heartbeat=60000") as events,
+        ):
+            await cont.wait_for(lambda f: f.body == b"\n", "continuous open")
+            await poll.wait_for(lambda f: f.body.startswith(b'{"results"'), "longpoll open")
+            await events.wait_for(lambda f: f.body.startswith(b"event: heartbeat"), "eventsource open")
+            live.uvicorn.should_exit = True
+            for feed in (cont, poll, events):
+                assert await feed.wait_end(timeout=10) < 10
+    assert orjson.loads(cont.lines()[-1]) == {"last_seq": 1, "pending": 0}
+    assert orjson.loads(poll.body) == {"results": [], "last_seq": 1, "pending": 0}
+    assert events.error is None and cont.error is None and poll.error is None
+    assert not [r for r in caplog.records if "Exception in ASGI application" in r.getMessage()]

@@ -5,6 +5,7 @@ write through one worker reaches the ``_changes`` feeds held by the others withi
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from pathlib import Path
@@ -229,3 +230,18 @@ async def _scenario(server: RealServer) -> None:
                 cross += 1
     assert not late, f"writes not seen by a feed within {DELIVERY} s (doc, feed's worker, delay): {late}"
     assert cross >= 2 * 3 * 3  # 3+ writes of each worker reached 3+ feeds of the other
+
+
+def test_serve_sets_the_gc_thresholds_for_many_feeds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    monkeypatch.setattr(cli.uvicorn, "run", lambda *a, **k: None)
+    try:
+        gc.set_threshold(700, 10, 10)
+        result = CliRunner().invoke(cli.main, ["serve", "--data-dir", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        assert gc.get_threshold() == cli.GC_THRESHOLDS == (10_000, 20, 100)
+        gc.set_threshold(700, 10, 10)
+        cli.worker_app()
+        assert gc.get_threshold() == cli.GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)
