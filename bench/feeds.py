@@ -337,6 +337,8 @@ async def run_one(
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         for first in range(0, count, OPEN_BATCH):
+            if time.monotonic() - started > budget:
+                raise TimeoutError(f"opened only {len(listeners)} of {count} listeners in {budget:g} s")
             batch = [Listener(kind, server.port, since) for _ in range(first, min(count, first + OPEN_BATCH))]
             await asyncio.gather(*(loop.create_connection(lambda x=x: x, HOST, server.port) for x in batch))
             listeners += batch
@@ -398,6 +400,10 @@ async def run_one(
         result.write_ms_p50 = round(percentile(write_times, 50), 1)
     except Exception as exc:  # a failed run is reported, the others go on
         result.error = f"{type(exc).__name__}: {exc}"
+        result.opened = sum(1 for x in listeners if x.open)
+        if listeners and not result.rss_idle_kb:
+            result.rss_idle_kb = rss_kb(server.pid)
+            result.rss_per_feed_kb = round((result.rss_idle_kb - result.rss_before_kb) / len(listeners), 1)
     finally:
         for x in listeners:
             if x.transport is not None:
@@ -489,7 +495,10 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.3, help="pause between writes, s")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
-        "--budget", type=float, default=300.0, help="seconds of writes per run at most (a slow server)"
+        "--budget",
+        type=float,
+        default=300.0,
+        help="seconds for opening the listeners, and again for the writes, per run (a slow server)",
     )
     parser.add_argument(
         "--wait-quiet",
