@@ -98,7 +98,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -362,6 +362,7 @@ class SQLiteDbStore(_Reads):
         self._storage = storage
         self._db_id = db_id
         self.name = name
+        self._counts: tuple[int, int, int, int] | None = None  # update_seq, live, deleted, external
 
     def __repr__(self) -> str:
         return f"SQLiteDbStore({self.name!r}, id={self._db_id})"
@@ -377,25 +378,24 @@ class SQLiteDbStore(_Reads):
         (``_local`` docs excluded).  Sizes in bytes: ``external`` and ``active`` = total
         JSON size of the stored revision bodies (as the memory backend); ``file`` = size
         of the whole SQLite file (``page_count * page_size``), which all databases share.
-        Raises ``errors.db_not_found()`` if the db was deleted.  Cost: the counts and
-        sizes scan covering indexes, O(docs + revisions) of this db (about 1 ms per
-        10,000 docs).
+        Raises ``errors.db_not_found()`` if the db was deleted.  Cost: one reader hop.
+        The counts and sizes scan covering indexes, O(docs + revisions) of this db
+        (about 1 ms per 10,000 docs), so they are kept with the ``update_seq`` they were
+        read at and read again only once it moved: every change to them commits a new
+        ``update_seq`` (``put_docs``, in this process or another), and a re-created db
+        is a new handle.  Replicators ask for the info once per batch.
         """
-        rows = list(
-            await self._fetch(
-                "SELECT name, update_seq, revs_limit, created,"
-                " (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 0),"
-                " (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 1),"
-                " (SELECT COALESCE(SUM(size), 0) FROM revs WHERE db_id = dbs.id),"
-                " (SELECT page_count FROM pragma_page_count())"
-                " * (SELECT page_size FROM pragma_page_size())"
-                " FROM dbs WHERE id = ?",
-                (self._db_id,),
-            )
-        )
-        if not rows:
+        cached = self._counts
+        found = await self._storage._read_fn(_read_info, self._db_id, None if cached is None else cached[0])
+        if found is None:
             raise errors.db_not_found()
-        name, update_seq, revs_limit, created, live, deleted, external, file_size = rows[0]
+        name, update_seq, revs_limit, created, file_size, counts = found
+        if counts is None:  # same update_seq as the cached counts
+            assert cached is not None
+            counts = cached[1:]
+        else:
+            self._counts = (update_seq, *counts)
+        live, deleted, external = counts
         return DbInfo(
             name=name,
             update_seq=update_seq,
@@ -652,12 +652,20 @@ class SQLiteStorage:
         if self._write_owner is not None and self._write_owner is asyncio.current_task():
             raise RuntimeError("already inside a write transaction of this storage")
 
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+    def _reader(self) -> aiosqlite.Connection:
         readers = self._readers
         if not readers:
             raise RuntimeError(f"{self!r} is not open")
-        conn = readers[next(self._next_reader) % len(readers)]
-        return await conn.execute_fetchall(sql, params)
+        return readers[next(self._next_reader) % len(readers)]
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        return await self._reader().execute_fetchall(sql, params)
+
+    async def _read_fn(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(sqlite3 connection, *args)`` on a reader, in its thread (one hop)."""
+        conn = self._reader()
+        result: T = await conn._execute(fn, conn._conn, *args)
+        return result
 
     @asynccontextmanager
     async def _transaction(self, db_id: int | None = None) -> AsyncIterator[aiosqlite.Connection]:
@@ -1064,6 +1072,37 @@ def _put_docs(
             "INSERT INTO revision_blobs (db_id, doc_id, rev, blob_key) VALUES (?, ?, ?, ?)", blob_rows
         )
     return first
+
+
+_FILE_SIZE = "(SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())"
+
+
+def _read_info(
+    db: sqlite3.Connection, db_id: int, cached_seq: int | None
+) -> tuple[str, int, int, str, int, tuple[int, int, int] | None] | None:
+    """For :meth:`SQLiteDbStore.info`: ``(name, update_seq, revs_limit, created, file
+    size, counts)``, ``counts`` = ``(live, deleted, external)``, or ``None`` when
+    ``update_seq`` is still ``cached_seq`` (the caller's counts hold); ``None`` for a
+    deleted db.  Each statement is its own snapshot."""
+    head = db.execute(
+        f"SELECT name, update_seq, revs_limit, created, {_FILE_SIZE} FROM dbs WHERE id = ?", (db_id,)
+    ).fetchone()
+    if head is None:
+        return None
+    if head[1] == cached_seq:
+        return (*head, None)
+    row = db.execute(
+        "SELECT name, update_seq, revs_limit, created, "
+        f"{_FILE_SIZE},"
+        " (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 0),"
+        " (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 1),"
+        " (SELECT COALESCE(SUM(size), 0) FROM revs WHERE db_id = dbs.id)"
+        " FROM dbs WHERE id = ?",
+        (db_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return (*row[:5], (row[5], row[6], row[7]))
 
 
 def _begin(db: sqlite3.Connection, db_id: int | None) -> bool:
