@@ -98,7 +98,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -363,6 +363,7 @@ class SQLiteDbStore(_Reads):
         self._db_id = db_id
         self.name = name
         self._counts: tuple[int, int, int, int] | None = None  # update_seq, live, deleted, external
+        self._pending: dict[int, int] = {}  # since -> count_changes(since); key -1: their update_seq
 
     def __repr__(self) -> str:
         return f"SQLiteDbStore({self.name!r}, id={self._db_id})"
@@ -386,14 +387,31 @@ class SQLiteDbStore(_Reads):
         is a new handle.  Replicators ask for the info once per batch.
         """
         cached = self._counts
-        found = await self._storage._read_fn(_read_info, self._db_id, None if cached is None else cached[0])
-        if found is None:
+        rows = list(
+            await self._fetch(
+                # One statement (one snapshot); SQLite evaluates the CASE lazily, so the
+                # scans only run when update_seq moved.
+                "SELECT name, update_seq, revs_limit, created,"
+                " (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size()),"
+                " update_seq = ?1,"
+                " CASE WHEN update_seq = ?1 THEN NULL ELSE"
+                "  (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 0) END,"
+                " CASE WHEN update_seq = ?1 THEN NULL ELSE"
+                "  (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 1) END,"
+                " CASE WHEN update_seq = ?1 THEN NULL ELSE"
+                "  (SELECT COALESCE(SUM(size), 0) FROM revs WHERE db_id = dbs.id) END"
+                " FROM dbs WHERE id = ?2",
+                (None if cached is None else cached[0], self._db_id),
+            )
+        )
+        if not rows:
             raise errors.db_not_found()
-        name, update_seq, revs_limit, created, file_size, counts = found
-        if counts is None:  # same update_seq as the cached counts
+        name, update_seq, revs_limit, created, file_size, same, *fresh = rows[0]
+        if same:
             assert cached is not None
             counts = cached[1:]
         else:
+            counts = tuple(fresh)
             self._counts = (update_seq, *counts)
         live, deleted, external = counts
         return DbInfo(
@@ -419,11 +437,50 @@ class SQLiteDbStore(_Reads):
         return [_summary(row) for row in await self._fetch(sql, params)]
 
     async def count_changes(self, since: int) -> int:
-        """How many docs have ``seq > since`` (``_changes``' ``pending``)."""
-        rows = await self._fetch(
-            "SELECT COUNT(*) FROM docs WHERE db_id = ? AND seq > ?", (self._db_id, since)
+        """How many docs have ``seq > since`` (``_changes``' ``pending``).
+
+        Counting walks the ``docs_by_seq`` entries after ``since`` (about 20 ns each),
+        and a replicator asks again for every batch of 100: so the counts of this handle
+        are kept with the ``update_seq`` they hold at (up to :data:`_COUNTS_KEPT` of
+        them), and while ``update_seq`` did not move a new count starts from the nearest
+        kept one and only walks the seqs in between.  One reader hop, one snapshot."""
+        kept = self._pending
+        kept_seq = kept.get(-1)
+        base = min((k for k in kept if k != -1), key=lambda k: abs(k - since), default=None)
+        if base is not None and kept_seq is not None and abs(base - since) >= kept_seq - since:
+            base = None  # counting everything after since walks fewer entries
+        base_count = 0 if base is None else kept[base]
+        low, high = sorted((since, since if base is None else base))
+        rows = list(
+            await self._fetch(
+                # One statement (one snapshot): the seqs between the kept count and
+                # ``since`` while update_seq is still the kept counts' one, else all of
+                # them (the CASE is evaluated lazily).
+                "SELECT update_seq, update_seq = ?1,"
+                " CASE WHEN update_seq = ?1 THEN"
+                "  (SELECT COUNT(*) FROM docs WHERE db_id = ?2 AND seq > ?3 AND seq <= ?4) END,"
+                " CASE WHEN update_seq = ?1 THEN NULL ELSE"
+                "  (SELECT COUNT(*) FROM docs WHERE db_id = ?2 AND seq > ?5) END"
+                " FROM dbs WHERE id = ?2",
+                (kept_seq if base is not None else None, self._db_id, low, high, since),
+            )
         )
-        return int(next(iter(rows))[0])
+        if not rows:
+            return 0  # deleted db: nothing pending
+        update_seq, same, between, full = rows[0]
+        if same:
+            assert base is not None
+            count = base_count - between if since >= base else base_count + between
+        else:
+            count = full
+        if kept.get(-1) != update_seq:
+            kept.clear()
+            kept[-1] = update_seq
+        kept.pop(since, None)
+        kept[since] = count
+        while len(kept) > _COUNTS_KEPT + 1:
+            del kept[next(k for k in kept if k != -1)]
+        return count
 
     async def all_docs(
         self,
@@ -660,12 +717,6 @@ class SQLiteStorage:
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         return await self._reader().execute_fetchall(sql, params)
-
-    async def _read_fn(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(sqlite3 connection, *args)`` on a reader, in its thread (one hop)."""
-        conn = self._reader()
-        result: T = await conn._execute(fn, conn._conn, *args)
-        return result
 
     @asynccontextmanager
     async def _transaction(self, db_id: int | None = None) -> AsyncIterator[aiosqlite.Connection]:
@@ -1074,35 +1125,8 @@ def _put_docs(
     return first
 
 
-_FILE_SIZE = "(SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())"
-
-
-def _read_info(
-    db: sqlite3.Connection, db_id: int, cached_seq: int | None
-) -> tuple[str, int, int, str, int, tuple[int, int, int] | None] | None:
-    """For :meth:`SQLiteDbStore.info`: ``(name, update_seq, revs_limit, created, file
-    size, counts)``, ``counts`` = ``(live, deleted, external)``, or ``None`` when
-    ``update_seq`` is still ``cached_seq`` (the caller's counts hold); ``None`` for a
-    deleted db.  Each statement is its own snapshot."""
-    head = db.execute(
-        f"SELECT name, update_seq, revs_limit, created, {_FILE_SIZE} FROM dbs WHERE id = ?", (db_id,)
-    ).fetchone()
-    if head is None:
-        return None
-    if head[1] == cached_seq:
-        return (*head, None)
-    row = db.execute(
-        "SELECT name, update_seq, revs_limit, created, "
-        f"{_FILE_SIZE},"
-        " (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 0),"
-        " (SELECT COUNT(*) FROM docs WHERE db_id = dbs.id AND deleted = 1),"
-        " (SELECT COALESCE(SUM(size), 0) FROM revs WHERE db_id = dbs.id)"
-        " FROM dbs WHERE id = ?",
-        (db_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    return (*row[:5], (row[5], row[6], row[7]))
+_COUNTS_KEPT = 16
+"""``count_changes`` results kept per db handle (one per replicator reading the feed)."""
 
 
 def _begin(db: sqlite3.Connection, db_id: int | None) -> bool:
