@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 import httpx
 import orjson
+
+T = TypeVar("T")
 
 BASE_URL = "http://127.0.0.1:5984"
 
@@ -42,6 +44,21 @@ ILLEGAL_DB_NAME = (
 )
 NEW_EDITS_FALSE_NEEDS_REV = "When `new_edits: false`, the document needs `_rev` or `_revisions` specified"
 RESERVED_ID = "Only reserved document ids may start with underscore."
+
+
+async def bounded(awaitable: Awaitable[T], timeout: float, what: str) -> T:
+    """Await ``awaitable`` for at most ``timeout`` seconds, then fail.
+
+    Unlike ``asyncio.wait_for`` this never waits for a task that ignores its
+    cancellation, so a hung server fails the test instead of hanging the suite.
+    """
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+        raise AssertionError(f"{what} did not finish within {timeout} s")
+    return task.result()
 
 
 def enc(doc_id: str) -> str:
@@ -264,10 +281,12 @@ class RawASGI:
     async def __aexit__(self, *exc: object) -> None:
         self._disconnect.set()
         assert self._task is not None
-        await asyncio.wait_for(self._task, STEP_TIMEOUT)
+        await bounded(self._task, STEP_TIMEOUT, f"the app (after disconnect) for {self.scope['path']}")
 
     async def _next(self) -> dict[str, Any]:
-        return await asyncio.wait_for(self._messages.get(), STEP_TIMEOUT)
+        return await bounded(
+            self._messages.get(), STEP_TIMEOUT, f"the next ASGI message for {self.scope['path']}"
+        )
 
     async def start(self) -> tuple[int, dict[str, str]]:
         """The status and headers (lower-cased names) of the response."""
@@ -287,8 +306,13 @@ class RawASGI:
         return None
 
     async def rest(self) -> bytes:
-        """Everything up to the end of the body."""
-        chunks = []
-        while (piece := await self.chunk()) is not None:
-            chunks.append(piece)
-        return b"".join(chunks)
+        """Everything up to the end of the body (at most ``STEP_TIMEOUT`` in all, so an
+        endless heartbeat stream fails instead of hanging)."""
+
+        async def collect() -> bytes:
+            chunks = []
+            while (piece := await self.chunk()) is not None:
+                chunks.append(piece)
+            return b"".join(chunks)
+
+        return await bounded(collect(), STEP_TIMEOUT, f"the rest of the body of {self.scope['path']}")

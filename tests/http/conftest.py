@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from couchpoint import create_app
 from couchpoint.config import Settings
 from couchpoint.storage import MemoryStorage, SQLiteStorage
 
-from . import BASE_URL
+from . import BASE_URL, bounded
 
 BACKENDS = ["memory", "sqlite"]
 REQUEST_TIMEOUT = 30.0
@@ -61,7 +60,7 @@ async def make_app(backend: str, tmp_path: Path) -> AsyncIterator[MakeApp]:
 
     yield factory
     for app in apps:
-        await app.state.server.close()
+        await bounded(app.state.server.close(), REQUEST_TIMEOUT, "closing the storage")
 
 
 @pytest.fixture
@@ -74,7 +73,8 @@ class BoundedASGITransport(httpx.ASGITransport):
     fails its test instead of hanging the suite (ASGITransport has no timeouts)."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await asyncio.wait_for(super().handle_async_request(request), REQUEST_TIMEOUT)
+        what = f"{request.method} {request.url}"
+        return await bounded(super().handle_async_request(request), REQUEST_TIMEOUT, what)
 
 
 def client_for(app: Starlette) -> httpx.AsyncClient:

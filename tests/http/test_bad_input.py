@@ -9,7 +9,6 @@ random bytes and JSON at the write and read routes with the same checks.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -714,7 +713,7 @@ async def test_random_input_never_500_and_failures_change_nothing(
     method, target, body, extra = request
     headers = dict(extra) if content_type is None else {**extra, "Content-Type": content_type}
     before = await snapshot(client, seeded, ["cp"])
-    response = await asyncio.wait_for(client.request(method, target, content=body, headers=headers), 10)
+    response = await client.request(method, target, content=body, headers=headers)
     where = f"{method} {target} {headers} {body[:200]!r} -> {response.status_code} {response.text[:300]!r}"
     assert response.status_code < 500, where
     if response.status_code >= 400:
