@@ -367,9 +367,12 @@ async def run_one(
                 break
             requests_before = [x.requests for x in listeners]
             sent = time.monotonic()
-            status, _ = await asyncio.wait_for(
-                http(server.port, "PUT", f"/{DB}/w{k:03d}", b'{"n": %d}' % k), ARRIVAL_DEADLINE * 6
-            )
+            try:
+                status, _ = await asyncio.wait_for(
+                    http(server.port, "PUT", f"/{DB}/w{k:03d}", b'{"n": %d}' % k), ARRIVAL_DEADLINE * 6
+                )
+            except TimeoutError:
+                raise TimeoutError(f"PUT w{k:03d}: no answer within {ARRIVAL_DEADLINE * 6:g} s") from None
             ack = time.monotonic()
             assert status in (201, 202), f"PUT w{k:03d}: {status}"
             acks.append(ack)
