@@ -37,6 +37,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import time
@@ -65,6 +66,16 @@ USER_PREFIX = "org.couchdb.user:"
 LOCKED_OUT = "Account is temporarily locked due to multiple authentication failures"
 BAD_CREDENTIALS = "Name or password is incorrect."
 _PRFS = frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"})
+
+
+def is_local_client(host: str | None) -> bool:
+    """True for loopback clients (and in-process transports that name no real address)."""
+    if not host or host in ("localhost", "testclient"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +383,10 @@ class Authenticator:
         """Who sent ``request``: JWT bearer token, then a valid ``AuthSession`` cookie,
         then Basic credentials, else anonymous (admin party: everyone is admin)."""
         if self.admin_party:
-            return AuthResult(ADMIN_PARTY)
+            # With no admin configured everyone is an admin, but only on this machine:
+            # a request from another host (an embedded app bound to 0.0.0.0) is anonymous.
+            client = request.client.host if request.client else None
+            return AuthResult(ADMIN_PARTY if is_local_client(client) else ANONYMOUS)
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()

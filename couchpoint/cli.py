@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import ipaddress
 import os
 import secrets
 import socket
@@ -30,6 +29,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from couchpoint import __version__
+from couchpoint.auth import is_local_client
 from couchpoint.config import Settings
 from couchpoint.http.limits import HeadTimeoutMixin
 
@@ -102,12 +102,7 @@ def _worker_environment(settings: Settings) -> dict[str, str]:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return bool(host) and is_local_client(host)
 
 
 def _hashed_admins(settings: Settings, extra: tuple[str, ...]) -> dict[str, str]:
