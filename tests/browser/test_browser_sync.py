@@ -30,8 +30,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.realserver import HOST, free_port, serve_command
-
 pytestmark = pytest.mark.browser
 
 HERE = Path(__file__).resolve().parent
@@ -80,11 +78,11 @@ class _PageHandler(SimpleHTTPRequestHandler):
 
 @contextlib.contextmanager
 def page_server() -> Iterator[str]:
-    server = ThreadingHTTPServer((HOST, 0), partial(_PageHandler, directory=str(HERE / "page")))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_PageHandler, directory=str(HERE / "page")))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://{HOST}:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -93,6 +91,10 @@ def page_server() -> Iterator[str]:
 @contextlib.contextmanager
 def couchpoint(tmp_path: Path, page_origin: str) -> Iterator[str]:
     """``couchpoint serve`` with an admin and CORS allowed for ``page_origin`` only."""
+    # imported here: tests/test_pouchdb.py loads tests.realserver as a plugin (assertion
+    # rewriting), which warns when a test module imported it first
+    from tests.realserver import HOST, free_port, serve_command
+
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COUCHPOINT_")}
     env.update(

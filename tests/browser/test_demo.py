@@ -14,7 +14,6 @@ import pytest
 from couchpoint import create_app
 from couchpoint.config import Settings
 from couchpoint.storage import MemoryStorage
-from tests.realserver import ServerError, real_server
 
 from .test_browser_sync import HERE, POUCHDB_JS, _require_tools
 
@@ -71,6 +70,8 @@ def test_vendored_pouchdb_is_the_pinned_npm_build() -> None:
 
 @pytest.mark.browser
 def test_demo_page_live_syncs_in_chromium(tmp_path: Path) -> None:
+    from tests.realserver import ServerError, real_server  # see test_browser_sync.couchpoint
+
     node = _require_tools()
     try:
         with real_server(tmp_path / "data", log_path=tmp_path / "server.log") as server:

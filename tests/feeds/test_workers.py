@@ -9,7 +9,7 @@ import gc
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -17,7 +17,9 @@ from click.testing import CliRunner
 
 from couchpoint import cli
 from couchpoint.config import Settings
-from tests.realserver import RealServer, ServerError, real_server
+
+if TYPE_CHECKING:
+    from tests.realserver import RealServer
 
 WORKER_ENV = (
     "COUCHPOINT_HOST",
@@ -157,6 +159,10 @@ def _http(method: str, path: str, body: bytes = b"", *, keep_alive: bool = False
 
 @pytest.mark.slow
 async def test_two_workers_feeds_see_writes_of_the_other_worker(tmp_path: Path) -> None:
+    # imported here: tests/test_pouchdb.py loads tests.realserver as a plugin (assertion
+    # rewriting), which warns when a test module imported it first
+    from tests.realserver import ServerError, real_server
+
     try:
         with real_server(
             tmp_path / "data", log_path=tmp_path / "server.log", extra_args=["--workers", "2"]
