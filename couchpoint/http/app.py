@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote_to_bytes
 from starlette.applications import Starlette
 from starlette.datastructures import URLPath
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
@@ -108,6 +108,8 @@ class CouchRouter:
             response = await dispatch(ctx, self.auth)
         except errors.CouchError as err:
             response = error_response(err)
+        except ClientDisconnect:
+            return  # the client went away mid-request: nobody to answer, nothing to log
         except Exception as exc:  # every failure must be CouchDB JSON
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             response = error_response(
