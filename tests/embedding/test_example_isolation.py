@@ -334,18 +334,7 @@ ROUTES: dict[str, Callable[[World], Awaitable[None]]] = {
 }
 
 
-KNOWN_LEAKS: dict[str, str] = {}
-
-
-@pytest.mark.parametrize(
-    "route",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_LEAKS[name]))
-        if name in KNOWN_LEAKS
-        else name
-        for name in ROUTES
-    ],
-)
+@pytest.mark.parametrize("route", list(ROUTES))
 async def test_alice_never_receives_bobs_documents(world: World, route: str) -> None:
     await ROUTES[route](world)
 
