@@ -29,7 +29,7 @@ from typing import Any, Literal
 import orjson
 
 from couchpoint import errors
-from couchpoint.database import Database
+from couchpoint.database import CHANGES_PAGE, Database
 from couchpoint.document import DESIGN_PREFIX, render_doc
 from couchpoint.notify import CATCH_UP, CLOSED, TIMEOUT, ChangeBatch, Signal
 from couchpoint.storage.base import DocSummary, Revision
@@ -162,7 +162,9 @@ class _RowBuilder:
         return rows
 
 
-async def _pages(db: Database, query: ChangesQuery, since: int) -> AsyncIterator[list[DocSummary]]:
+async def _pages(
+    db: Database, query: ChangesQuery, since: int, remaining: int | None = None
+) -> AsyncIterator[list[DocSummary]]:
     if query.doc_ids is not None:
         # Only the listed docs are read; the rest of the feed counts as examined, so the
         # page ends with a marker at the db's current seq (last_seq then covers it).
@@ -175,7 +177,9 @@ async def _pages(db: Database, query: ChangesQuery, since: int) -> AsyncIterator
         if found:
             yield found
         return
-    async for page in db.changes_pages(since, descending=query.descending):
+    # A feed that wants N more rows reads pages of at most N (PouchDB asks limit=100).
+    page_size = CHANGES_PAGE if remaining is None else max(1, min(CHANGES_PAGE, remaining))
+    async for page in db.changes_pages(since, descending=query.descending, page_size=page_size):
         yield page
 
 
@@ -203,7 +207,7 @@ async def _collect(
     ``last_seq`` can advance."""
     builder = builder or _RowBuilder(db, query)
     sent = 0
-    async for page in _pages(db, query, since):
+    async for page in _pages(db, query, since, remaining):
         left = None if remaining is None else remaining - sent
         async for row, seq in _examine(builder, page, None, left):
             if row is not None:
@@ -302,6 +306,22 @@ async def feed(db: Database, query: ChangesQuery) -> AsyncIterator[bytes]:
         yield chunk
 
 
+ROWS_PER_CHUNK = 500
+"""Rows joined into one body chunk while catching up (one socket write per chunk)."""
+
+
+async def _chunks(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
+    """Group the rows that are ready into lists of at most :data:`ROWS_PER_CHUNK`."""
+    batch: list[dict[str, Any]] = []
+    async for row in rows:
+        batch.append(row)
+        if len(batch) >= ROWS_PER_CHUNK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 async def _single_response(db: Database, query: ChangesQuery, since: int) -> AsyncIterator[bytes]:
     yield b'{"results":[\n'
     feed = _Live(db, query, 0 if query.descending else since)
@@ -309,8 +329,10 @@ async def _single_response(db: Database, query: ChangesQuery, since: int) -> Asy
     closed = False
     if query.limit != 0:
         if query.feed == "normal" or not feed.caught_up:
-            async for row in feed.rows(None):
-                yield separator + _dumps(row)
+            # Rows go out in chunks of up to ROWS_PER_CHUNK: one ASGI message per chunk,
+            # not per row.
+            async for rows in _chunks(feed.rows(None)):
+                yield separator + b",\n".join(_dumps(row) for row in rows)
                 separator = b",\n"
         if query.feed == "longpoll" and feed.sent == 0 and not query.descending:
             while feed.sent == 0:
@@ -348,8 +370,8 @@ async def _stream(db: Database, query: ChangesQuery, since: int) -> AsyncIterato
         return _dumps(row) + b"\n"
 
     if query.limit != 0 and not feed.caught_up:
-        async for row in feed.rows(None):
-            yield frame(row)
+        async for rows in _chunks(feed.rows(None)):
+            yield b"".join(frame(row) for row in rows)
     if feed.sent == 0:
         # Flush the headers right away (CouchDB sends a first newline while waiting).
         yield heartbeat
@@ -364,8 +386,8 @@ async def _stream(db: Database, query: ChangesQuery, since: int) -> AsyncIterato
             closed = True
             break
         sent = feed.sent
-        async for row in feed.rows(None if woke is CATCH_UP else woke):  # type: ignore[arg-type]
-            yield frame(row)
+        async for rows in _chunks(feed.rows(None if woke is CATCH_UP else woke)):  # type: ignore[arg-type]
+            yield b"".join(frame(row) for row in rows)
         if feed.sent > sent:
             feed.restart_timeout()
     if not eventsource:

@@ -27,7 +27,14 @@ from couchpoint import errors, revtree
 from couchpoint.attachments import PreparedAttachment, decoded_bytes, store_inline
 from couchpoint.attachments import validate_name as validate_attachment_name
 from couchpoint.config import Settings
-from couchpoint.document import LOCAL_PREFIX, IncomingDoc, render_doc, split_doc, validate_docid
+from couchpoint.document import (
+    DESIGN_PREFIX,
+    LOCAL_PREFIX,
+    IncomingDoc,
+    render_doc,
+    split_doc,
+    validate_docid,
+)
 from couchpoint.hooks import Hooks
 from couchpoint.hooks import call as call_hook
 from couchpoint.notify import ChangeNotifier, SeqWatcher
@@ -226,6 +233,9 @@ class Database:
         doc_ids = list(dict.fromkeys(i.id for i in items if not i.id.startswith(LOCAL_PREFIX)))
         results: list[dict[str, Any]] = []
         validators = self.hooks.validators(self.name)
+        # Validators marked ``design_only`` (couchpoint's design-doc admin rule) cost
+        # nothing for ordinary documents.
+        general_validators = [v for v in validators if not getattr(v, "design_only", False)]
         security: dict[str, Any] | None = None
         async with self.store.write() as txn:
             stored = await txn.get_docs(doc_ids)
@@ -259,11 +269,12 @@ class Database:
                         txn, item.id, doc.body, new_tree, key, new_edits, bodies.get(item.id, [])
                     )
                     self._check_size(item.id, body)
-                    if validators:
+                    applicable = validators if item.id.startswith(DESIGN_PREFIX) else general_validators
+                    if applicable:
                         if security is None:
                             security = await self.security_object()
                         await self._validate(
-                            validators, txn, item.id, new_tree, key, doc.deleted, body, bodies, security
+                            applicable, txn, item.id, new_tree, key, doc.deleted, body, bodies, security
                         )
                 except errors.CouchError as err:
                     rev = None if new_edits else format_rev(replicated_path(doc.rev, doc.revisions)[-1])

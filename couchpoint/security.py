@@ -227,6 +227,9 @@ def design_doc_validator(
         raise deny(user, NOT_DB_ADMIN)
 
 
+design_doc_validator.design_only = True  # type: ignore[attr-defined]  # see Database.write
+
+
 class _UserView:
     """A hook's ``user_ctx`` dict seen as a :class:`User`."""
 
